@@ -1,0 +1,1 @@
+"""Persistence: settings, the database connection, peewee models and schema migrations."""

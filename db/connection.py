@@ -1,0 +1,72 @@
+"""The database connection, built from ``DATABASE_URL`` at start-up.
+
+Models bind to :data:`database`, a proxy initialised once per process by
+:func:`connect_database`. PostgreSQL uses a connection pool; SQLite (the embedded
+development default) uses WAL and immediate write transactions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+database = peewee.DatabaseProxy()
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (peewee.OperationalError, peewee.InterfaceError)
+
+
+class ImmediateSqliteDatabase(peewee.SqliteDatabase):
+    """SQLite whose transactions take the write lock up front, avoiding upgrade deadlocks."""
+
+    def atomic(self, *args, **kwargs):
+        """Open a transaction (``BEGIN IMMEDIATE``) or a savepoint when nested."""
+        kwargs.setdefault("lock_type", "IMMEDIATE")
+        return super().atomic(*args, **kwargs)
+
+
+def make_database(url: str, pool_size: int = 16) -> peewee.Database:
+    """Create (but do not open) the database named by ``url``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = Path(unquote(parsed.path.removeprefix("/")))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return ImmediateSqliteDatabase(
+            str(path),
+            pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "foreign_keys": 1},
+            check_same_thread=False,
+        )
+    if parsed.scheme in {"postgres", "postgresql"}:
+        options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return PooledPostgresqlDatabase(
+            unquote(parsed.path.lstrip("/")),
+            user=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            host=parsed.hostname,
+            port=parsed.port,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=10,
+            **options,
+        )
+    raise ValueError(f"unsupported DATABASE_URL scheme {parsed.scheme!r}")
+
+
+def connect_database(url: str, pool_size: int = 16) -> peewee.Database:
+    """Create the database for ``url`` and bind the models' proxy to it."""
+    db = make_database(url, pool_size)
+    database.initialize(db)
+    return db
+
+
+def is_postgres(db: peewee.Database | peewee.DatabaseProxy = database) -> bool:
+    """True when the (initialised) database is PostgreSQL."""
+    target = db.obj if isinstance(db, peewee.DatabaseProxy) else db
+    return isinstance(target, peewee.PostgresqlDatabase)
+
+
+def for_update(query: peewee.Select) -> peewee.Select:
+    """Lock the selected rows (PostgreSQL); SQLite's immediate transactions already serialise."""
+    return query.for_update() if is_postgres() else query

@@ -1,0 +1,123 @@
+"""Process settings, read once from environment variables at start-up.
+
+Every process (web, worker, scheduler, CLI) calls :func:`Settings.from_env` once and
+passes the result down; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEV_DATABASE_URL = "sqlite:///var/bazaar.sqlite3"
+
+
+class SettingsError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be a boolean, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All tunables of a Bazaar process."""
+
+    database_url: str = DEV_DATABASE_URL
+    redis_url: str | None = None  # None means the embedded in-process stand-in
+    redis_prefix: str = "bazaar"
+    production: bool = False
+    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    access_token_ttl: int = 15 * 60
+    refresh_token_ttl: int = 14 * 24 * 3600
+    secure_cookies: bool = True
+    scrypt_n: int = 2**14
+    db_pool_size: int = 16
+    max_body_bytes: int = 64 * 1024
+    port: int = 8000
+    host: str = "0.0.0.0"
+    sms_sender: str = "web.sms:LogSender"
+    phone_code_ttl: int = 180
+    phone_code_max_tries: int = 5
+    phone_code_rate: int = 3  # codes per user per rate window
+    phone_code_rate_window: int = 600
+    job_max_retries: int = 3
+    job_max_deliveries: int = 6
+    job_resend_after: int = 10
+    resend_interval: int = 5
+    broker_heartbeat_timeout_ms: int = 15_000
+    broker_maintenance_chance: int = 50_000
+    scheduler_tick: float = 1.0
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured: run on in-process stand-ins."""
+        return self.redis_url is None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment, failing clearly on bad or missing values."""
+        env = os.environ if env is None else env
+        production = _bool(env, "BAZAAR_PRODUCTION", False)
+        secret = env.get("JWT_SECRET")
+        if production and not secret:
+            raise SettingsError("JWT_SECRET is required when BAZAAR_PRODUCTION is set")
+        if production and not env.get("DATABASE_URL"):
+            raise SettingsError("DATABASE_URL is required when BAZAAR_PRODUCTION is set")
+        d = cls()
+        return cls(
+            database_url=env.get("DATABASE_URL") or DEV_DATABASE_URL,
+            redis_url=env.get("REDIS_URL") or None,
+            redis_prefix=env.get("REDIS_PREFIX") or d.redis_prefix,
+            production=production,
+            jwt_secret=secret or d.jwt_secret,
+            access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", d.access_token_ttl),
+            refresh_token_ttl=_int(env, "REFRESH_TOKEN_TTL", d.refresh_token_ttl),
+            secure_cookies=_bool(env, "SECURE_COOKIES", d.secure_cookies),
+            scrypt_n=_int(env, "SCRYPT_N", d.scrypt_n),
+            db_pool_size=_int(env, "DB_POOL_SIZE", d.db_pool_size),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes),
+            port=_int(env, "PORT", d.port),
+            host=env.get("HOST") or d.host,
+            sms_sender=env.get("SMS_SENDER") or d.sms_sender,
+            phone_code_rate=_int(env, "PHONE_CODE_RATE", d.phone_code_rate),
+            job_max_retries=_int(env, "JOB_MAX_RETRIES", d.job_max_retries),
+            job_max_deliveries=_int(env, "JOB_MAX_DELIVERIES", d.job_max_deliveries),
+            job_resend_after=_int(env, "JOB_RESEND_AFTER", d.job_resend_after),
+            resend_interval=_int(env, "RESEND_INTERVAL", d.resend_interval),
+            broker_heartbeat_timeout_ms=_int(
+                env, "BROKER_HEARTBEAT_TIMEOUT_MS", d.broker_heartbeat_timeout_ms
+            ),
+            broker_maintenance_chance=_int(
+                env, "BROKER_MAINTENANCE_CHANCE", d.broker_maintenance_chance
+            ),
+            log_level=env.get("LOG_LEVEL") or d.log_level,
+        )
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file of a ``sqlite:///`` URL, else None."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return None

@@ -1,0 +1,39 @@
+"""Opaque list cursors: ``?limit=&cursor=`` pages, newest first."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from jobs.errors import InvalidRequest
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+def encode_cursor(*parts: Any) -> str:
+    """Pack the sort key of the last item of a page."""
+    raw = json.dumps(parts, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    """Unpack a cursor from :func:`encode_cursor`, refusing anything else."""
+    if cursor is None:
+        return None
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        parts = None
+    if not isinstance(parts, list) or len(parts) != arity:
+        raise InvalidRequest({"cursor": "is not a cursor this list gave out"})
+    return parts
+
+
+def page(items: list[Any], limit: int, key) -> tuple[list[Any], str | None]:
+    """Cut a ``limit + 1`` fetch to ``limit`` items and the cursor of the next page."""
+    if len(items) <= limit:
+        return items, None
+    items = items[:limit]
+    return items, encode_cursor(*key(items[-1]))

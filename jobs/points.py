@@ -1,0 +1,105 @@
+"""Points: charge, spend, refund, balance and history.
+
+The balance is never negative (a CHECK constraint and conditional updates) and always
+equals the sum of the history, because every change writes both in one transaction.
+``spend`` and ``refund`` are what orders, seats and auctions use to move points.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from db.connection import database
+from db.models import PointHistory, PointWallet
+from jobs.clock import iso
+from jobs.errors import DomainError, InvalidRequest
+from jobs.pagination import decode_cursor, page
+
+MAX_BALANCE = 10_000_000
+CHARGE, USE, REFUND = "CHARGE", "USE", "REFUND"
+
+
+def _require_transaction() -> None:
+    if not database.in_transaction():
+        raise RuntimeError("point movements must run inside database.atomic()")
+
+
+def _move(user_id: int, delta: int, kind: str, ref: str, now: datetime, guard) -> int | None:
+    """Apply ``delta`` where ``guard`` holds, log it, and return the new balance (or None)."""
+    _require_transaction()
+    rows = list(
+        PointWallet.update(balance=PointWallet.balance + delta, updated_at=now)
+        .where((PointWallet.user == user_id) & guard)
+        .returning(PointWallet.balance)
+        .execute()
+    )
+    if not rows:
+        return None
+    balance = rows[0].balance
+    PointHistory.insert(
+        user=user_id, type=kind, amount=delta, balance_after=balance, ref=ref, created_at=now
+    ).execute()
+    return balance
+
+
+def charge(user_id: int, amount: int, ref: str, now: datetime) -> dict:
+    """Add ``amount`` points; ``MAX_BALANCE_EXCEEDED`` past 10,000,000."""
+    balance = _move(user_id, amount, CHARGE, ref, now, PointWallet.balance <= MAX_BALANCE - amount)
+    if balance is None:
+        _require_wallet(user_id)
+        raise DomainError("MAX_BALANCE_EXCEEDED", f"the balance cap is {MAX_BALANCE:,} points")
+    return {"balance": balance}
+
+
+def spend(user_id: int, amount: int, ref: str, now: datetime) -> int:
+    """Take ``amount`` points for ``ref``; ``INSUFFICIENT_POINTS`` if the balance is short."""
+    balance = _move(user_id, -amount, USE, ref, now, PointWallet.balance >= amount)
+    if balance is None:
+        _require_wallet(user_id)
+        raise DomainError("INSUFFICIENT_POINTS", f"{amount} points are needed")
+    return balance
+
+
+def refund(user_id: int, amount: int, ref: str, now: datetime) -> int:
+    """Give back ``amount`` points spent on ``ref`` (a refund may pass the charge cap)."""
+    balance = _move(user_id, amount, REFUND, ref, now, PointWallet.balance >= 0)
+    if balance is None:
+        _require_wallet(user_id)
+    return balance
+
+
+def _require_wallet(user_id: int) -> None:
+    if not PointWallet.select().where(PointWallet.user == user_id).exists():
+        raise DomainError("USER_NOT_FOUND", "no such user")
+
+
+def balance(user_id: int) -> dict:
+    """The current balance."""
+    wallet = PointWallet.get_or_none(PointWallet.user == user_id)
+    return {"balance": wallet.balance if wallet else 0}
+
+
+def history(user_id: int, limit: int, cursor: str | None) -> dict:
+    """The user's point movements, newest first, one page."""
+    query = PointHistory.select().where(PointHistory.user == user_id)
+    after = decode_cursor(cursor, 1)
+    if after:
+        if not isinstance(after[0], int):
+            raise InvalidRequest({"cursor": "is not a cursor this list gave out"})
+        query = query.where(PointHistory.id < after[0])
+    rows = list(query.order_by(PointHistory.id.desc()).limit(limit + 1))
+    items, next_cursor = page(rows, limit, lambda h: (h.id,))
+    return {
+        "items": [
+            {
+                "id": h.id,
+                "type": h.type,
+                "amount": h.amount,
+                "balance_after": h.balance_after,
+                "ref": h.ref,
+                "created_at": iso(h.created_at),
+            }
+            for h in items
+        ],
+        "next_cursor": next_cursor,
+    }

@@ -1,0 +1,197 @@
+"""The job record: recording commands, their lifecycle, and reading them back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import peewee
+
+from db.connection import database, for_update
+from db.models import Job, JobStatus
+from db.models.jobs import TERMINAL
+from jobs.clock import iso
+from jobs.errors import DomainError, InvalidRequest
+from jobs.pagination import decode_cursor, page
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def request_hash(job_type: str, payload: dict[str, Any]) -> str:
+    """A digest of what was asked, to tell a replayed request from a reused key."""
+    canonical = json.dumps([job_type, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def record_job(
+    user_id: int,
+    job_type: str,
+    payload: dict[str, Any],
+    idempotency_key: str | None,
+    now: datetime,
+) -> tuple[Job, bool]:
+    """Record a command as a queued job; with a known key, return the original instead.
+
+    Returns ``(job, created)``. Raises ``IDEMPOTENCY_KEY_REUSED`` when the key was used
+    in the last 24 h for a different request.
+    """
+    digest = request_hash(job_type, payload)
+    for _ in range(3):  # a concurrent insert of the same key loses once, then finds it
+        try:
+            with database.atomic():
+                if idempotency_key is not None:
+                    original = _claim_key(user_id, idempotency_key, digest, now)
+                    if original is not None:
+                        return original, False
+                job = Job.create(
+                    id=uuid.uuid4(),
+                    user=user_id,
+                    type=job_type,
+                    status=JobStatus.QUEUED,
+                    payload=payload,
+                    request_hash=digest,
+                    idempotency_key=idempotency_key,
+                    created_at=now,
+                )
+                return job, True
+        except peewee.IntegrityError:
+            if idempotency_key is None:
+                raise
+    raise DomainError("INTERNAL_ERROR", "could not record the job")
+
+
+def _claim_key(user_id: int, key: str, digest: str, now: datetime) -> Job | None:
+    """The live job holding ``key``, or None once an expired holder has let it go."""
+    query = Job.select().where((Job.user == user_id) & (Job.idempotency_key == key))
+    original = for_update(query).first()
+    if original is None:
+        return None
+    if original.created_at < now - IDEMPOTENCY_WINDOW:
+        Job.update(idempotency_key=None).where(Job.id == original.id).execute()
+        return None
+    if original.request_hash != digest:
+        raise DomainError(
+            "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used for a different request"
+        )
+    return original
+
+
+def mark_sent(job_ids: list[uuid.UUID | str]) -> int:
+    """Note that these jobs' messages reached the broker."""
+    if not job_ids:
+        return 0
+    return Job.update(sent=True).where(Job.id.in_(job_ids) & ~Job.sent).execute()
+
+
+def forget_unsent(job_id: uuid.UUID | str) -> bool:
+    """Withdraw a job whose message could not be sent (the caller answers 503)."""
+    return bool(
+        Job.delete().where((Job.id == job_id) & (Job.status == JobStatus.QUEUED)).execute()
+    )
+
+
+def jobs_to_resend(now: datetime, older_than: timedelta, limit: int) -> list:
+    """Unfinished jobs whose send was never confirmed: ``(id, type)`` pairs, oldest first."""
+    query = Job.select(Job.id, Job.type).where(
+        Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+        & ~Job.sent
+        & (Job.created_at < now - older_than)
+    )
+    return [(job.id, job.type) for job in query.order_by(Job.created_at).limit(limit)]
+
+
+def start_job(job_id: uuid.UUID | str, now: datetime) -> Job | None:
+    """Mark a job running and count the delivery; None if it is unknown or already terminal."""
+    rows = list(
+        Job.update(
+            status=JobStatus.RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=peewee.fn.COALESCE(Job.started_at, now),
+        )
+        .where((Job.id == job_id) & Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .returning(Job)
+        .execute()
+    )
+    return rows[0] if rows else None
+
+
+def lock_job(job_id: uuid.UUID | str) -> Job | None:
+    """Inside a transaction: the job, locked, if it is not terminal yet."""
+    job = for_update(Job.select().where(Job.id == job_id)).first()
+    if job is None or job.status in TERMINAL:
+        return None
+    return job
+
+
+def finish_job(
+    job_id: uuid.UUID | str,
+    now: datetime,
+    *,
+    result: dict | None = None,
+    error: dict | None = None,
+) -> bool:
+    """Make a job terminal (succeeded with ``result`` or failed with ``error``), once."""
+    status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
+    return bool(
+        Job.update(status=status, result=result, error=error, finished_at=now)
+        .where((Job.id == job_id) & Job.status.not_in(list(TERMINAL)))
+        .execute()
+    )
+
+
+def get_job(job_id: str, user_id: int) -> Job:
+    """The caller's job; anyone else's, or a malformed id, is ``JOB_NOT_FOUND``."""
+    try:
+        uid = uuid.UUID(job_id)
+    except ValueError:
+        raise DomainError("JOB_NOT_FOUND", "no such job") from None
+    job = Job.get_or_none((Job.id == uid) & (Job.user == user_id))
+    if job is None:
+        raise DomainError("JOB_NOT_FOUND", "no such job")
+    return job
+
+
+def list_jobs(
+    user_id: int, status: str | None, job_type: str | None, limit: int, cursor: str | None
+) -> dict:
+    """The caller's jobs, newest first, one page."""
+    query = Job.select().where(Job.user == user_id)
+    if status:
+        query = query.where(Job.status == status)
+    if job_type:
+        query = query.where(Job.type == job_type)
+    after = decode_cursor(cursor, 2)
+    if after:
+        try:
+            created, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
+        except (TypeError, ValueError):
+            raise InvalidRequest({"cursor": "is not a cursor this list gave out"}) from None
+        query = query.where(
+            (Job.created_at < created) | ((Job.created_at == created) & (Job.id < last_id))
+        )
+    rows = list(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    items, next_cursor = page(rows, limit, lambda j: (j.created_at.isoformat(), str(j.id)))
+    return {"items": [job_view(j) for j in items], "next_cursor": next_cursor}
+
+
+def is_terminal(job: Job) -> bool:
+    """Whether the job has its final outcome."""
+    return job.status in TERMINAL
+
+
+def job_view(job: Job) -> dict:
+    """The API's job body."""
+    return {
+        "id": str(job.id),
+        "type": job.type,
+        "status": job.status,
+        "result": job.result,
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "attempts": job.attempts,
+    }

@@ -1,0 +1,110 @@
+"""Accounts: passwords, sign-up, admin creation, phone verification."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+import peewee
+
+from db.connection import database
+from db.models import PointWallet, User
+from jobs.errors import DomainError
+
+_SCRYPT_R, _SCRYPT_P = 8, 1
+
+
+def hash_password(password: str, n: int = 2**14) -> str:
+    """A slow salted scrypt hash: ``scrypt$n$r$p$salt$hash`` (cost travels with the hash)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=n, r=_SCRYPT_R, p=_SCRYPT_P, maxmem=128 * n * 8 * 2
+    )
+    return f"scrypt${n}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Check a password against :func:`hash_password` output in constant time."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    candidate = hashlib.scrypt(
+        password.encode(),
+        salt=bytes.fromhex(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        maxmem=128 * int(n) * int(r) * 2,
+    )
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+def user_view(user: User) -> dict:
+    """The public fields of a user."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "is_artist": user.is_artist,
+        "phone_verified": user.phone_verified,
+    }
+
+
+def create_user(
+    username: str,
+    password_hash: str,
+    now: datetime,
+    *,
+    phone: str | None = None,
+    is_artist: bool = False,
+    is_admin: bool = False,
+) -> User:
+    """Create a user and an empty point wallet; ``DUPLICATED_USER_NAME`` if taken."""
+    try:
+        with database.atomic():
+            user = User.create(
+                username=username,
+                password_hash=password_hash,
+                phone=phone,
+                is_artist=is_artist,
+                is_admin=is_admin,
+                created_at=now,
+            )
+            PointWallet.create(user=user.id, balance=0, updated_at=now)
+    except peewee.IntegrityError:
+        raise DomainError("DUPLICATED_USER_NAME", "this username is taken") from None
+    return user
+
+
+def make_admin(username: str, password_hash: str, now: datetime) -> tuple[User, bool]:
+    """Create an admin, or promote an existing user (keeping its password); ``(user, created)``."""
+    try:
+        return create_user(username, password_hash, now, is_admin=True), True
+    except DomainError:
+        User.update(is_admin=True).where(User.username == username).execute()
+        return User.get(User.username == username), False
+
+
+def find_user(username: str) -> User:
+    """The user of that name, or ``USER_NOT_FOUND``."""
+    user = User.get_or_none(User.username == username)
+    if user is None:
+        raise DomainError("USER_NOT_FOUND", "no user with this username")
+    return user
+
+
+def get_user(user_id: int) -> User:
+    """The user with that id, or ``USER_NOT_FOUND``."""
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        raise DomainError("USER_NOT_FOUND", "no such user")
+    return user
+
+
+def set_verified_phone(user_id: int, phone: str) -> None:
+    """Record a phone number whose code the user proved they received."""
+    User.update(phone=phone, phone_verified=True).where(User.id == user_id).execute()

@@ -1,0 +1,1 @@
+"""The schedule table and the rq-scheduler -> Dramatiq bridge."""

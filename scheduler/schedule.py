@@ -1,0 +1,24 @@
+"""What runs periodically, under stable ids (a restart or a second instance upserts them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db.settings import Settings
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A periodic task: every ``interval`` seconds, or on a UTC ``cron`` line."""
+
+    id: str
+    interval: int | None = None
+    cron: str | None = None
+
+
+def schedule_table(settings: Settings) -> list[Entry]:
+    """The schedule of this deployment."""
+    return [
+        Entry("jobs.resend", interval=settings.resend_interval),
+        Entry("ledger.prune", cron="17 * * * *"),
+    ]

@@ -1,0 +1,1 @@
+"""The aiohttp front door: validate, authenticate, record + enqueue commands, serve reads."""

@@ -1,0 +1,97 @@
+"""The aiohttp application factory and its routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import dramatiq
+import peewee
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from db.settings import Settings
+from jobs.clock import Clock
+from web.auth import TOKENS, Tokens
+from web.commands import DB, GATEWAY, JobGateway
+from web.db import DbExecutor
+from web.metrics import HTTP_METRICS, HttpMetrics, metrics_middleware
+from web.phone import PHONE_CODES, PhoneCodes
+from web.responses import error_middleware
+from web.sms import SmsSender, load_sender
+from web.views import jobs, ops, points, users
+from web.views.ops import REDIS
+from web.views.users import SETTINGS
+
+log = logging.getLogger(__name__)
+API = "/api/v1"
+
+
+def add_routes(app: web.Application) -> None:
+    """Wire every path of the API."""
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)
+    app.router.add_get(f"{API}/healthz", ops.healthz)
+    app.router.add_get(f"{API}/readyz", ops.readyz)
+    app.router.add_get(f"{API}/metrics", ops.metrics)
+    app.router.add_post(f"{API}/users/signup", users.signup)
+    app.router.add_post(f"{API}/users/login", users.login)
+    app.router.add_post(f"{API}/users/refresh", users.refresh)
+    app.router.add_post(f"{API}/users/logout", users.logout)
+    app.router.add_get(f"{API}/users/me", users.me)
+    app.router.add_post(f"{API}/users/me/phone/code", users.phone_code)
+    app.router.add_post(f"{API}/users/me/phone/verify", users.phone_verify)
+    app.router.add_get(f"{API}/jobs", jobs.list_jobs)
+    app.router.add_get(f"{API}/jobs/{{job_id}}", jobs.get_job)
+    app.router.add_post(f"{API}/points/charge", points.charge)
+    app.router.add_get(f"{API}/points", points.balance)
+    app.router.add_get(f"{API}/points/history", points.history)
+
+
+def create_app(
+    settings: Settings,
+    database: peewee.Database,
+    broker: dramatiq.Broker,
+    client: aioredis.Redis,
+    clock: Clock | None = None,
+    sms: SmsSender | None = None,
+) -> web.Application:
+    """Build the web application on already-created connections and broker."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[metrics_middleware, error_middleware],
+    )
+    db = DbExecutor(database, settings.db_pool_size)
+    gateway = JobGateway(db, broker, client, settings.redis_prefix, clock or Clock())
+    app[SETTINGS] = settings
+    app[DB] = db
+    app[REDIS] = client
+    app[GATEWAY] = gateway
+    app[HTTP_METRICS] = HttpMetrics()
+    app[TOKENS] = Tokens(
+        settings.jwt_secret,
+        settings.access_token_ttl,
+        settings.refresh_token_ttl,
+        client,
+        settings.redis_prefix,
+    )
+    app[PHONE_CODES] = PhoneCodes(
+        client,
+        settings.redis_prefix,
+        sms or load_sender(settings.sms_sender),
+        settings.phone_code_ttl,
+        settings.phone_code_max_tries,
+        settings.phone_code_rate,
+        settings.phone_code_rate_window,
+    )
+    add_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gateway.start()
+        yield
+        await gateway.stop()
+        db.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,120 @@
+"""JWT access and refresh tokens, rotation, and logout by revoking the session.
+
+Every token carries ``sid``, the login session it belongs to. Logout revokes the
+session in Redis for as long as any of its tokens could still be valid, so both the
+access and the refresh token are refused. Refreshing marks the presented refresh
+token's ``jti`` as used (atomically), so an old refresh token is refused.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from jobs.errors import DomainError
+
+ALGORITHM = "HS256"
+
+
+class Tokens:
+    """Issues and checks tokens; remembers revoked sessions and used refresh tokens."""
+
+    def __init__(
+        self,
+        secret: str,
+        access_ttl: int,
+        refresh_ttl: int,
+        client: aioredis.Redis,
+        prefix: str,
+    ) -> None:
+        self.secret = secret
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self.redis = client
+        self.prefix = prefix
+
+    def issue(self, user_id: int, sid: str | None = None) -> dict:
+        """A new access + refresh pair for ``user_id`` in session ``sid`` (new if None)."""
+        sid = sid or uuid.uuid4().hex
+        now = int(time.time())
+        access = self._encode(user_id, sid, "access", now, self.access_ttl)
+        refresh = self._encode(user_id, sid, "refresh", now, self.refresh_ttl)
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": self.access_ttl,
+        }
+
+    def _encode(self, user_id: int, sid: str, typ: str, now: int, ttl: int) -> str:
+        claims = {
+            "sub": str(user_id),
+            "sid": sid,
+            "typ": typ,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + ttl,
+        }
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+
+    def decode(self, token: str, typ: str) -> dict:
+        """Verified claims of a ``typ`` token; 401 ``TOKEN_EXPIRED`` or ``INVALID_TOKEN``."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["sub", "sid", "typ", "jti", "exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise DomainError("TOKEN_EXPIRED", "the token has expired") from None
+        except jwt.InvalidTokenError:
+            raise DomainError("INVALID_TOKEN", "the token is not valid") from None
+        if claims.get("typ") != typ or not str(claims.get("sub", "")).isdigit():
+            raise DomainError("INVALID_TOKEN", f"an {typ} token is required")
+        return claims
+
+    def _revoked_key(self, sid: str) -> str:
+        return f"{self.prefix}:auth:revoked:{sid}"
+
+    async def check_session(self, claims: dict) -> None:
+        """Refuse tokens of a logged-out session."""
+        if await self.redis.exists(self._revoked_key(claims["sid"])):
+            raise DomainError("INVALID_TOKEN", "the session has ended")
+
+    async def revoke_session(self, sid: str) -> None:
+        """End a session: every token of it is refused until the longest could expire."""
+        await self.redis.set(self._revoked_key(sid), 1, ex=self.refresh_ttl + 60)
+
+    async def use_refresh_token(self, claims: dict) -> None:
+        """Spend a refresh token once; a second use is ``INVALID_TOKEN``."""
+        ttl = max(1, int(claims["exp"]) - int(time.time()) + 1)
+        key = f"{self.prefix}:auth:used:{claims['jti']}"
+        if not await self.redis.set(key, 1, nx=True, ex=ttl):
+            raise DomainError("INVALID_TOKEN", "this refresh token was already used")
+
+
+TOKENS = web.AppKey("tokens", Tokens)
+
+
+async def access_claims(request: web.Request) -> dict:
+    """The verified access-token claims of the request; 401 without a valid Bearer token."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise DomainError("UNAUTHORIZED", "an Authorization: Bearer token is required")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise DomainError("INVALID_TOKEN", "the Authorization header must be 'Bearer <token>'")
+    tokens = request.app[TOKENS]
+    claims = tokens.decode(token.strip(), "access")
+    await tokens.check_session(claims)
+    return claims
+
+
+async def require_user(request: web.Request) -> int:
+    """The id of the authenticated user."""
+    return int((await access_claims(request))["sub"])

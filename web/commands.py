@@ -1,0 +1,178 @@
+"""Commands and jobs: record + enqueue (202), long-poll job status, list jobs.
+
+A command is answered 202 only after its job row is committed and its message is in
+the broker. The ``sent`` flag on the row is set in batches afterwards; the re-send
+sweep covers the window in which the process could die before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import defaultdict
+from typing import Any
+
+import dramatiq
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from db.models import Job
+from jobs import records
+from jobs.clock import Clock
+from jobs.errors import DomainError, InvalidRequest
+from web.db import DbExecutor
+from web.responses import json_response
+from workers.broker import send_job
+from workers.events import done_channel
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 30
+_KEY = re.compile(r"[\x21-\x7e]{1,64}")
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+
+
+class JobGateway:
+    """Submits commands and waits for jobs; one per web process."""
+
+    def __init__(
+        self,
+        db: DbExecutor,
+        broker: dramatiq.Broker,
+        client: aioredis.Redis,
+        prefix: str,
+        clock: Clock,
+    ) -> None:
+        self.db = db
+        self.broker = broker
+        self.redis = client
+        self.channel = done_channel(prefix)
+        self.clock = clock
+        self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
+        self._sent: list = []
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        """Start listening for finished jobs and flushing ``sent`` marks."""
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="job-done-listener"),
+            asyncio.create_task(self._flush_sent_forever(), name="sent-flusher"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop background work, flushing the last ``sent`` marks."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush_sent()
+
+    # -- submitting -------------------------------------------------------------------
+
+    async def submit(
+        self, request: web.Request, user_id: int, job_type: str, payload: dict[str, Any]
+    ) -> web.Response:
+        """Record and enqueue a command; answer 202 (or 200 with a terminal job)."""
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not _KEY.fullmatch(key):
+            raise InvalidRequest({"Idempotency-Key": "must be 1..64 visible ASCII characters"})
+        wait = prefer_wait(request.headers.get("Prefer"))
+        job, created = await self.db(self._record_and_send, user_id, job_type, payload, key)
+        if created:
+            self._sent.append(job.id)
+            log.info("job accepted", extra={"job_id": str(job.id), "job_type": job_type,
+                                            "user_id": user_id})
+        if wait and not records.is_terminal(job):
+            job = await self.wait(str(job.id), user_id, wait)
+        return job_response(job)
+
+    def _record_and_send(
+        self, user_id: int, job_type: str, payload: dict, key: str | None
+    ) -> tuple[Job, bool]:
+        job, created = records.record_job(user_id, job_type, payload, key, self.clock.now())
+        if not created:
+            return job, False
+        try:
+            send_job(self.broker, job.id, job_type)
+        except Exception:
+            log.warning("broker unavailable", exc_info=True, extra={"job_id": str(job.id)})
+            if records.forget_unsent(job.id):
+                raise DomainError("UNAVAILABLE", "the queue is unavailable; the command was not "
+                                  "accepted", status=503) from None
+            # The job stays recorded; the re-send sweep will deliver it.
+        return job, True
+
+    async def _flush_sent_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                await self._flush_sent()
+            except Exception:  # the sweep re-sends what stays unmarked
+                log.warning("could not mark jobs sent", exc_info=True)
+
+    async def _flush_sent(self) -> None:
+        if self._sent:
+            batch, self._sent = self._sent, []
+            await self.db(records.mark_sent, batch)
+
+    # -- waiting ----------------------------------------------------------------------
+
+    async def wait(self, job_id: str, user_id: int, timeout: float) -> Job:
+        """The job once terminal, or as it is after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            woken = loop.create_future()
+            self._waiters[job_id].add(woken)
+            try:
+                job = await self.db(records.get_job, job_id, user_id)
+                remaining = deadline - loop.time()
+                if records.is_terminal(job) or remaining <= 0:
+                    return job
+                # Woken by the worker's notice; re-read at least every second regardless.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken, min(remaining, 1.0))
+            finally:
+                waiters = self._waiters.get(job_id)
+                if waiters is not None:
+                    waiters.discard(woken)
+                    if not waiters:
+                        del self._waiters[job_id]
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self.channel)
+                async for message in pubsub.listen():
+                    job_id = message["data"]
+                    job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+                    for woken in self._waiters.get(job_id, ()):
+                        if not woken.done():
+                            woken.set_result(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("job notifications interrupted; reconnecting", exc_info=True)
+                await asyncio.sleep(1)
+
+
+def prefer_wait(header: str | None) -> int:
+    """Seconds asked for by ``Prefer: wait=N`` (capped at 30; absent or malformed is 0)."""
+    if not header:
+        return 0
+    match = _PREFER_WAIT.search(header)
+    return min(int(match.group(1)), MAX_WAIT) if match else 0
+
+
+def job_response(job: Job) -> web.Response:
+    """200 with a terminal job; 202 + ``Location`` + ``Retry-After`` otherwise."""
+    location = f"/api/v1/jobs/{job.id}"
+    if records.is_terminal(job):
+        return json_response(records.job_view(job), 200, {"Location": location})
+    return json_response(records.job_view(job), 202, {"Location": location, "Retry-After": "1"})
+
+
+GATEWAY = web.AppKey("gateway", JobGateway)
+DB = web.AppKey("db", DbExecutor)

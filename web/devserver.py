@@ -1,0 +1,62 @@
+"""``bazaar dev``: the whole system in one process on embedded defaults.
+
+With no ``REDIS_URL``, Redis is an in-process fakeredis server and the broker is
+Dramatiq's in-process stub with worker threads; with no ``DATABASE_URL``, the
+database is a SQLite file under ``var/``. Real services are used when configured.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import dramatiq
+import fakeredis
+import redis
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from db.migrate import migrate
+from db.settings import Settings
+from scheduler.bridge import DramatiqScheduler
+from scheduler.schedule import schedule_table
+from web.app import create_app
+from workers import bootstrap
+
+
+def _redis_clients(settings: Settings) -> tuple[redis.Redis, aioredis.Redis]:
+    if settings.redis_url:
+        return redis.Redis.from_url(settings.redis_url), aioredis.Redis.from_url(
+            settings.redis_url
+        )
+    server = fakeredis.FakeServer()
+    return fakeredis.FakeRedis(server=server), fakeredis.FakeAsyncRedis(server=server)
+
+
+def run(settings: Settings, port: int | None = None, worker_threads: int = 4) -> int:
+    """Migrate, start workers and the scheduler in threads, and serve until interrupted."""
+    sync_client, async_client = _redis_clients(settings)
+    rt = bootstrap.start(settings, sync_client)
+    migrate(rt.database)
+    worker = dramatiq.Worker(rt.broker, worker_threads=worker_threads, worker_timeout=100)
+    worker.start()
+    stop = threading.Event()
+    scheduler = DramatiqScheduler(sync_client, rt.broker, settings.redis_prefix,
+                                  settings.scheduler_tick)
+    scheduler.register(schedule_table(settings))
+    ticker = threading.Thread(target=scheduler.run_until, args=(stop,), name="scheduler")
+    ticker.start()
+    app = create_app(settings, rt.database, rt.broker, async_client, rt.clock)
+    port = port or settings.port
+    where = settings.database_url if not settings.sqlite_path() else settings.sqlite_path()
+    print(
+        f"Bazaar is running at http://127.0.0.1:{port}/api/v1  "
+        f"(database: {where}; redis: {settings.redis_url or 'in-process'}; Ctrl-C stops)",
+        flush=True,
+    )
+    try:
+        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    finally:
+        stop.set()
+        ticker.join(timeout=5)
+        worker.stop()
+    return 0

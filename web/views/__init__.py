@@ -1,0 +1,1 @@
+"""HTTP handlers, one module per domain; ``web.routes`` wires them to paths."""

@@ -1,0 +1,31 @@
+"""Start-up of a worker process (or of the embedded all-in-one process)."""
+
+from __future__ import annotations
+
+import importlib
+
+import redis
+
+from db.connection import connect_database
+from db.settings import Settings
+from jobs.clock import Clock
+from workers import runtime
+from workers.broker import build_broker
+from workers.events import JobEvents
+
+
+def start(settings: Settings, client: redis.Redis, clock: Clock | None = None) -> runtime.Runtime:
+    """Connect, build the broker, install the runtime and declare every actor on it."""
+    database = connect_database(settings.database_url, settings.db_pool_size)
+    broker = build_broker(settings)
+    rt = runtime.Runtime(
+        settings=settings,
+        database=database,
+        redis=client,
+        broker=broker,
+        clock=clock or Clock(),
+        events=JobEvents(client, settings.redis_prefix),
+    )
+    runtime.install(rt)
+    importlib.import_module("workers.actors")  # actors bind to the broker just built
+    return rt

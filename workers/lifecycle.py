@@ -1,0 +1,109 @@
+"""The job lifecycle around every command actor.
+
+One delivery of a job message goes:
+
+1. ``start_job``: queued/running -> running, ``attempts += 1`` (committed; counts
+   deliveries, so a job that keeps killing its worker is failed after a few);
+2. in one transaction: lock the job row, skip it if already terminal, run the
+   command, mark the job ``succeeded`` -- the effect and the outcome commit together;
+3. a refusal (``DomainError``) rolls the effect back and fails the job with its code;
+   a transient fault is re-raised so Dramatiq retries with backoff, and fails the job
+   with ``INTERNAL_ERROR`` once the retries are spent; a bug fails it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from db.connection import TRANSIENT_ERRORS
+from db.models import Job
+from jobs import records
+from jobs.errors import DomainError
+from workers import runtime
+from workers.broker import COMMANDS_QUEUE
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[Job, "runtime.Runtime"], dict]
+
+
+def _retries_so_far() -> int:
+    message = CurrentMessage.get_current_message()
+    return message.options.get("retries", 0) if message else 0
+
+
+def execute_job(job_id: str, command: Command) -> str:
+    """Run one delivery of ``job_id`` through ``command``; returns the outcome."""
+    rt = runtime.current()
+    db, now = rt.database, rt.clock.now()
+    extra = {"job_id": job_id}
+    with db.connection_context():
+        job = records.start_job(job_id, now)
+        if job is None:
+            log.info("job skipped: unknown or already terminal", extra=extra)
+            rt.events.finished(job_id, "unknown", "skipped", None)
+            return "skipped"
+        extra |= {"job_type": job.type, "user_id": job.user_id, "attempt": job.attempts}
+        if job.attempts > rt.settings.job_max_deliveries:
+            return _fail(job, "INTERNAL_ERROR", "gave up after repeated deliveries", extra)
+        try:
+            with db.atomic():
+                locked = records.lock_job(job_id)
+                if locked is None:
+                    outcome = "skipped"
+                else:
+                    result = command(locked, rt)
+                    records.finish_job(job_id, rt.clock.now(), result=result)
+                    outcome = "succeeded"
+        except DomainError as refusal:
+            return _fail(job, refusal.code, refusal.message, extra)
+        except TRANSIENT_ERRORS as fault:
+            if _retries_so_far() < rt.settings.job_max_retries:
+                log.warning("job will retry", extra=extra | {"reason": repr(fault)})
+                raise
+            return _fail(job, "INTERNAL_ERROR", "a dependency kept failing", extra)
+        except Exception:
+            log.exception("job crashed", extra=extra)
+            return _fail(job, "INTERNAL_ERROR", "internal error", extra)
+    log.info("job %s", outcome, extra=extra)
+    _announce(job, outcome)
+    return outcome
+
+
+def _fail(job: Job, code: str, message: str, extra: dict) -> str:
+    rt = runtime.current()
+    with rt.database.atomic():
+        changed = records.finish_job(
+            job.id, rt.clock.now(), error={"code": code, "message": message}
+        )
+    outcome = "failed" if changed else "skipped"
+    log.info("job %s", outcome, extra=extra | {"reason": code})
+    _announce(job, outcome)
+    return outcome
+
+
+def _announce(job: Job, outcome: str) -> None:
+    rt = runtime.current()
+    latency = (rt.clock.now() - job.created_at).total_seconds()
+    try:
+        rt.events.finished(str(job.id), job.type, outcome, latency)
+    except Exception:  # the outcome is committed; a lost notification only delays pollers
+        log.warning("could not publish job outcome", extra={"job_id": str(job.id)})
+
+
+def command(job_type: str) -> Callable[[Command], dramatiq.Actor]:
+    """Declare the actor for ``job_type``: a thin wrapper running ``fn`` in the lifecycle."""
+
+    def decorate(fn: Command) -> dramatiq.Actor:
+        def run(job_id: str) -> None:
+            execute_job(job_id, fn)
+
+        run.__name__ = run.__qualname__ = fn.__name__
+        run.__doc__ = fn.__doc__
+        return dramatiq.actor(run, actor_name=job_type, queue_name=COMMANDS_QUEUE)
+
+    return decorate
