@@ -82,8 +82,8 @@ class Settings:
         env = os.environ if env is None else env
         production = _bool(env, "BAZAAR_PRODUCTION", False)
         secret = env.get("JWT_SECRET")
-        if production and not secret:
-            raise SettingsError("JWT_SECRET is required when BAZAAR_PRODUCTION is set")
+        if production and len(secret or "") < 32:
+            raise SettingsError("BAZAAR_PRODUCTION needs a JWT_SECRET of 32+ characters")
         if production and not env.get("DATABASE_URL"):
             raise SettingsError("DATABASE_URL is required when BAZAAR_PRODUCTION is set")
         d = cls()

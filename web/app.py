@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 API = "/api/v1"
 
 
+def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """An asyncio Redis client whose bounded pool makes bursts wait instead of failing."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5)
+    return aioredis.Redis(connection_pool=pool)
+
+
 def add_routes(app: web.Application) -> None:
     """Wire every path of the API."""
     app.router.add_get("/healthz", ops.healthz)

@@ -47,11 +47,10 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the HTTP API on ``$PORT``."""
-    import redis.asyncio as aioredis
     from aiohttp import web
 
     from db.connection import connect_database
-    from web.app import create_app
+    from web.app import create_app, redis_client
     from workers.broker import build_broker
 
     if settings.embedded:
@@ -59,7 +58,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     database = connect_database(settings.database_url, settings.db_pool_size)
     broker = build_broker(settings)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url)
     app = create_app(settings, database, broker, client)
     web.run_app(app, host=settings.host, port=settings.port, reuse_port=True,
                 access_log=None, print=None, handle_signals=True)
@@ -72,8 +71,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         sys.executable, "-m", "dramatiq", "workers.main",
         "--processes", os.environ.get("WORKER_PROCESSES", "2"),
         "--threads", os.environ.get("WORKER_THREADS", "8"),
-        "--worker-timeout", os.environ.get("WORKER_POLL_MS", "100"),
     ]
+    # How long an idle consumer may sleep between polls (Dramatiq's default is 1 s).
+    os.environ.setdefault("dramatiq_worker_timeout", os.environ.get("WORKER_POLL_MS", "100"))
     os.execv(sys.executable, argv)
     return 0  # not reached
 

@@ -19,15 +19,13 @@ from db.migrate import migrate
 from db.settings import Settings
 from scheduler.bridge import DramatiqScheduler
 from scheduler.schedule import schedule_table
-from web.app import create_app
+from web.app import create_app, redis_client
 from workers import bootstrap
 
 
 def _redis_clients(settings: Settings) -> tuple[redis.Redis, aioredis.Redis]:
     if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url), aioredis.Redis.from_url(
-            settings.redis_url
-        )
+        return redis.Redis.from_url(settings.redis_url), redis_client(settings.redis_url)
     server = fakeredis.FakeServer()
     return fakeredis.FakeRedis(server=server), fakeredis.FakeAsyncRedis(server=server)
 

@@ -1,0 +1,120 @@
+"""Fixtures: a PostgreSQL database and a Redis key space per test session, cleaned up after."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+import redis
+
+from db.connection import connect_database
+from db.migrate import migrate
+from db.settings import Settings
+from jobs.clock import FixedClock, utcnow
+from tests.support import Stack
+
+PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TABLES = "users, point_wallets, point_history, jobs, periodic_runs"
+
+
+def _admin():
+    conn = psycopg2.connect(host=PG_HOST, user=PG_USER, dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this session; dropped afterwards."""
+    name = f"bazaar_test_{uuid.uuid4().hex[:12]}"
+    conn = _admin()
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    url = f"postgresql://{PG_USER}@{PG_HOST}:5432/{name}"
+    db = connect_database(url, 4)
+    migrate(db)
+    db.close_all()
+    yield url
+    conn = _admin()
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> Iterator[str]:
+    """A Redis key space of this session; its keys are deleted afterwards."""
+    prefix = f"bzt-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_prefix: str) -> Settings:
+    """Settings pointing at the session's database and key space."""
+    return Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+        jwt_secret="test-secret-not-for-production-use-0123",
+        scrypt_n=2**10,
+        secure_cookies=False,
+        db_pool_size=8,
+    )
+
+
+@pytest.fixture(scope="session")
+def process_env(settings: Settings) -> dict[str, str]:
+    """The environment of the session's Bazaar processes."""
+    return {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url or "",
+        "REDIS_PREFIX": settings.redis_prefix,
+        "JWT_SECRET": settings.jwt_secret,
+        "SCRYPT_N": str(settings.scrypt_n),
+        "SECURE_COOKIES": "false",
+        "LOG_LEVEL": "WARNING",
+        "BROKER_HEARTBEAT_TIMEOUT_MS": "5000",
+        "BROKER_MAINTENANCE_CHANCE": "200000",
+        "RESEND_INTERVAL": "2",
+        "JOB_RESEND_AFTER": "5",
+        "DB_POOL_SIZE": "16",
+    }
+
+
+@pytest.fixture(scope="session")
+def database(database_url: str):
+    """The models bound to the session database."""
+    return connect_database(database_url, 24)
+
+
+@pytest.fixture
+def clean_db(database) -> Iterator:
+    """An empty schema before and after the test."""
+    database.execute_sql(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    yield database
+    database.execute_sql(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """A clock the test moves by hand."""
+    return FixedClock(utcnow().replace(microsecond=0))
+
+
+@pytest.fixture(scope="module")
+def stack(process_env: dict[str, str]) -> Iterator[Stack]:
+    """A running web process and worker for the module's HTTP tests."""
+    s = Stack(process_env)
+    s.start_web()
+    s.start_worker(processes=1, threads=8)
+    yield s
+    s.stop()

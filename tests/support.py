@@ -1,0 +1,182 @@
+"""Test support: a tiny HTTP client and a stack of real Bazaar processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Reply:
+    """An HTTP answer: status, headers and the decoded body."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def code(self) -> str | None:
+        """The error reason code, if any."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
+            return self.body["error"].get("code")
+        return None
+
+
+class Api:
+    """A blocking client for ``/api/v1`` (good enough for contract tests)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        timeout: float = 40,
+    ) -> Reply:
+        """Send one request; ``body`` is JSON-encoded unless ``raw`` is given."""
+        url = path if path.startswith("http") else f"{self.base}/api/v1{path}"
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(url, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return _reply(response.status, response.headers, response.read())
+        except urllib.error.HTTPError as e:
+            return _reply(e.code, e.headers, e.read())
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        """GET."""
+        return self.call("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        """POST."""
+        return self.call("POST", path, body, **kw)
+
+    def signup_login(self, username: str, password: str = "password123") -> str:
+        """Create a user and return an access token."""
+        reply = self.post("/users/signup", {"username": username, "password": password})
+        assert reply.status == 201, reply
+        return self.login(username, password)["access_token"]
+
+    def login(self, username: str, password: str = "password123") -> dict:
+        """Log in; the token pair."""
+        reply = self.post("/users/login", {"username": username, "password": password})
+        assert reply.status == 200, reply
+        return reply.body
+
+    def wait_job(self, job_id: str, token: str, timeout: float = 30) -> dict:
+        """Long-poll a job until it is terminal."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = self.get(f"/jobs/{job_id}?wait=10", token=token)
+            assert reply.status == 200, reply
+            if reply.body["status"] in ("succeeded", "failed"):
+                return reply.body
+        raise AssertionError(f"job {job_id} not terminal after {timeout}s")
+
+
+def _reply(status: int, headers: Any, raw: bytes) -> Reply:
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except ValueError:
+        body = raw.decode(errors="replace")
+    return Reply(status, {k.lower(): v for k, v in headers.items()}, body)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """Real ``bazaar web``, Dramatiq worker and scheduler processes for one test scope."""
+
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def api(self) -> Api:
+        """A client for the web process."""
+        return Api(f"http://127.0.0.1:{self.port}")
+
+    def _spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
+        log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bazaar-{name}-{self.port}.log"
+        with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env={**os.environ, **self.env, **env}, stdout=log, stderr=log,
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        return proc
+
+    def start_web(self) -> None:
+        """Start the web process and wait until it answers."""
+        self._spawn("web", [sys.executable, "-m", "web.cli", "web"], PORT=str(self.port))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("web did not start; see its log")
+
+    def start_worker(self, name: str = "worker", processes: int = 1, threads: int = 8) -> None:
+        """Start a Dramatiq worker (its own process group, so it can be killed whole)."""
+        self._spawn(name, [sys.executable, "-m", "dramatiq", "workers.main",
+                           "--processes", str(processes), "--threads", str(threads)],
+                    dramatiq_worker_timeout="100")
+
+    def start_scheduler(self, name: str = "scheduler") -> None:
+        """Start a scheduler process."""
+        self._spawn(name, [sys.executable, "-m", "web.cli", "scheduler"])
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal a process's whole group and reap it."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        """Stop everything (TERM, then KILL)."""
+        for name in list(self.procs):
+            proc = self.procs[name]
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            self.kill(name)

@@ -1,0 +1,130 @@
+"""The job record: idempotency keys, lifecycle transitions, the re-send selection."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from db.models import Job
+from jobs import records, sweeps, users
+from jobs.errors import DomainError
+
+
+@pytest.fixture
+def uid(clean_db, clock) -> int:
+    return users.create_user("owner", "x", clock.now()).id
+
+
+def test_same_key_same_body_returns_the_original(uid, clock):
+    first, created = records.record_job(uid, "points.charge", {"amount": 5}, "k1", clock.now())
+    again, created_again = records.record_job(uid, "points.charge", {"amount": 5}, "k1",
+                                              clock.now())
+    assert created and not created_again
+    assert again.id == first.id
+    assert Job.select().count() == 1
+
+
+def test_same_key_different_body_is_refused(uid, clock):
+    records.record_job(uid, "points.charge", {"amount": 5}, "k1", clock.now())
+    with pytest.raises(DomainError) as refused:
+        records.record_job(uid, "points.charge", {"amount": 6}, "k1", clock.now())
+    assert refused.value.code == "IDEMPOTENCY_KEY_REUSED"
+    assert refused.value.status == 422
+
+
+def test_a_key_is_free_again_after_24_hours(uid, clock):
+    first, _ = records.record_job(uid, "points.charge", {"amount": 5}, "k1", clock.now())
+    clock.advance(hours=24, seconds=1)
+    second, created = records.record_job(uid, "points.charge", {"amount": 9}, "k1", clock.now())
+    assert created and second.id != first.id
+    assert Job.select().count() == 2
+
+
+def test_keys_are_per_user(uid, clock):
+    other = users.create_user("other", "x", clock.now()).id
+    a, _ = records.record_job(uid, "points.charge", {"amount": 5}, "k1", clock.now())
+    b, created = records.record_job(other, "points.charge", {"amount": 5}, "k1", clock.now())
+    assert created and a.id != b.id
+
+
+def test_twenty_concurrent_uses_of_one_key_record_one_job(uid, clock, clean_db):
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        with clean_db.connection_context():
+            job, _ = records.record_job(uid, "points.charge", {"amount": 5}, "same", clock.now())
+        with lock:
+            ids.append(str(job.id))
+
+    threads = [threading.Thread(target=submit) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 20 and len(set(ids)) == 1
+    assert Job.select().count() == 1
+
+
+def test_lifecycle_counts_deliveries_and_finishes_once(uid, clock):
+    job, _ = records.record_job(uid, "points.charge", {"amount": 5}, None, clock.now())
+    assert records.start_job(job.id, clock.now()).attempts == 1
+    assert records.start_job(job.id, clock.now()).attempts == 2
+    assert records.finish_job(job.id, clock.now(), result={"balance": 5})
+    assert not records.finish_job(job.id, clock.now(), error={"code": "X", "message": "x"})
+    assert records.start_job(job.id, clock.now()) is None
+    stored = Job.get_by_id(job.id)
+    assert (stored.status, stored.result, stored.error) == ("succeeded", {"balance": 5}, None)
+
+
+def test_resend_selects_old_unsent_unfinished_jobs(uid, clock):
+    old, _ = records.record_job(uid, "points.charge", {"amount": 1}, None, clock.now())
+    sent, _ = records.record_job(uid, "points.charge", {"amount": 2}, None, clock.now())
+    done, _ = records.record_job(uid, "points.charge", {"amount": 3}, None, clock.now())
+    records.mark_sent([sent.id])
+    records.finish_job(done.id, clock.now(), result={})
+    clock.advance(seconds=11)
+    fresh, _ = records.record_job(uid, "points.charge", {"amount": 4}, None, clock.now())
+    pending = sweeps.unsent_jobs(clock.now(), grace_seconds=10)
+    assert [job_id for job_id, _ in pending] == [old.id]
+    # After the broker lost its queues, every unfinished job counts as unsent.
+    sweeps.forget_sends()
+    clock.advance(seconds=11)
+    assert {job_id for job_id, _ in sweeps.unsent_jobs(clock.now(), 10)} == {
+        old.id, sent.id, fresh.id
+    }
+
+
+def test_list_jobs_filters_and_pages(uid, clock):
+    for n in range(3):
+        records.record_job(uid, "points.charge", {"amount": n + 1}, None, clock.now())
+        clock.advance(seconds=1)
+    first = records.list_jobs(uid, None, None, 2, None)
+    second = records.list_jobs(uid, None, None, 2, first["next_cursor"])
+    amounts = [Job.get_by_id(j["id"]).payload["amount"] for j in first["items"] + second["items"]]
+    assert amounts == [3, 2, 1]
+    assert second["next_cursor"] is None
+    assert records.list_jobs(uid, "succeeded", None, 10, None)["items"] == []
+    assert len(records.list_jobs(uid, "queued", "points.charge", 10, None)["items"]) == 3
+
+
+def test_another_users_job_is_not_found(uid, clock):
+    other = users.create_user("nosy", "x", clock.now()).id
+    job, _ = records.record_job(uid, "points.charge", {"amount": 1}, None, clock.now())
+    for job_id, user in ((str(job.id), other), ("not-a-uuid", uid)):
+        with pytest.raises(DomainError) as missing:
+            records.get_job(job_id, user)
+        assert missing.value.code == "JOB_NOT_FOUND"
+    assert records.get_job(str(job.id), uid).id == job.id
+
+
+def test_periodic_slot_is_claimed_once(clean_db, clock):
+    with clean_db.atomic():
+        assert sweeps.claim_slot("jobs.resend", 100, clock.now())
+    with clean_db.atomic():
+        assert not sweeps.claim_slot("jobs.resend", 100, clock.now())
+        assert sweeps.claim_slot("jobs.resend", 105, clock.now())
+    clock.advance(days=2)
+    assert sweeps.prune_runs(clock.now() - timedelta(days=1)) == 2
