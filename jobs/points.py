@@ -84,7 +84,7 @@ def history(user_id: int, limit: int, cursor: str | None) -> dict:
     query = PointHistory.select().where(PointHistory.user == user_id)
     after = decode_cursor(cursor, 1)
     if after:
-        if not isinstance(after[0], int):
+        if not isinstance(after[0], int) or isinstance(after[0], bool):
             raise InvalidRequest({"cursor": "is not a cursor this list gave out"})
         query = query.where(PointHistory.id < after[0])
     rows = list(query.order_by(PointHistory.id.desc()).limit(limit + 1))

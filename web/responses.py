@@ -54,7 +54,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         if e.status < 400:
             raise
         code = _HTTP_CODES.get(e.status, "INVALID_REQUEST" if e.status < 500 else "INTERNAL_ERROR")
-        return error_response(e.status, code, e.reason)
+        allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        return error_response(e.status, code, e.reason, headers=allow)
     except (*TRANSIENT_ERRORS, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         log.warning("dependency unavailable", exc_info=True, extra={"path": request.path})
         return error_response(503, "UNAVAILABLE", "a dependency is unavailable; retry later",

@@ -99,10 +99,18 @@ def page_params(request: web.Request) -> tuple[int, str | None]:
     raw = request.query.get("limit")
     limit = DEFAULT_LIMIT
     if raw is not None:
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-            raise InvalidRequest({"limit": f"must be an integer between 1 and {MAX_LIMIT}"})
-        limit = int(raw)
+        limit = query_int(raw, "limit", 1, MAX_LIMIT)
     return limit, request.query.get("cursor") or None
+
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+def query_int(raw: str, name: str, lo: int, hi: int) -> int:
+    """A query parameter that must be a plain (ASCII) integer in ``lo..hi``."""
+    if not _DIGITS.fullmatch(raw) or not lo <= int(raw) <= hi:
+        raise InvalidRequest({name: f"must be an integer between {lo} and {hi}"})
+    return int(raw)
 
 
 def query_choice(request: web.Request, name: str, choices: set[str]) -> str | None:

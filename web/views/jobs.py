@@ -10,7 +10,7 @@ from jobs.errors import InvalidRequest
 from web.auth import require_user
 from web.commands import DB, GATEWAY, MAX_WAIT
 from web.responses import json_response
-from web.validation import page_params, query_choice
+from web.validation import page_params, query_choice, query_int
 
 STATUSES = {s.value for s in JobStatus}
 
@@ -18,12 +18,10 @@ STATUSES = {s.value for s in JobStatus}
 async def get_job(request: web.Request) -> web.Response:
     """``GET /jobs/{id}?wait=N``: the caller's job, held until terminal or N seconds pass."""
     user_id = await require_user(request)
-    raw = request.query.get("wait", "0")
-    if not raw.isdigit() or int(raw) > MAX_WAIT:
-        raise InvalidRequest({"wait": f"must be an integer between 0 and {MAX_WAIT}"})
+    wait = query_int(request.query.get("wait", "0"), "wait", 0, MAX_WAIT)
     job_id = request.match_info["job_id"]
-    if int(raw):
-        job = await request.app[GATEWAY].wait(job_id, user_id, int(raw))
+    if wait:
+        job = await request.app[GATEWAY].wait(job_id, user_id, wait)
     else:
         job = await request.app[DB](records.get_job, job_id, user_id)
     return json_response(records.job_view(job))
