@@ -27,6 +27,19 @@ class ImmediateSqliteDatabase(peewee.SqliteDatabase):
         return super().atomic(*args, **kwargs)
 
 
+class PostgresPool(PooledPostgresqlDatabase):
+    """A connection pool that trusts psycopg2's own flag for broken connections.
+
+    peewee's pool pings (``SELECT 1``) every connection it hands out: a round trip per
+    unit of work. psycopg2 marks a connection ``closed`` as soon as an operation on it
+    fails, so the check-out test is the local flag; the one call that meets a dead
+    connection fails as a transient fault (503 at the door, a retry in a worker).
+    """
+
+    def _is_closed(self, conn) -> bool:
+        return bool(conn.closed)
+
+
 def make_database(url: str, pool_size: int = 16) -> peewee.Database:
     """Create (but do not open) the database named by ``url``."""
     parsed = urlparse(url)
@@ -40,7 +53,7 @@ def make_database(url: str, pool_size: int = 16) -> peewee.Database:
         )
     if parsed.scheme in {"postgres", "postgresql"}:
         options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        return PooledPostgresqlDatabase(
+        return PostgresPool(
             unquote(parsed.path.lstrip("/")),
             user=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None,
@@ -70,3 +83,14 @@ def is_postgres(db: peewee.Database | peewee.DatabaseProxy = database) -> bool:
 def for_update(query: peewee.Select) -> peewee.Select:
     """Lock the selected rows (PostgreSQL); SQLite's immediate transactions already serialise."""
     return query.for_update() if is_postgres() else query
+
+
+def execute(sql: str, params: tuple = ()):
+    """Run hand-written, parameterized SQL (``%s`` placeholders) on the bound database.
+
+    Used for the few statements on the per-job hot path, where compiling a peewee
+    query costs more CPU than the round trip it makes.
+    """
+    if not is_postgres():
+        sql = sql.replace("%s", "?")
+    return database.execute_sql(sql, params)

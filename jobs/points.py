@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from db.connection import database
+from db.connection import database, execute
 from db.models import PointHistory, PointWallet
 from jobs.clock import iso
 from jobs.errors import DomainError, InvalidRequest
@@ -24,27 +24,28 @@ def _require_transaction() -> None:
         raise RuntimeError("point movements must run inside database.atomic()")
 
 
-def _move(user_id: int, delta: int, kind: str, ref: str, now: datetime, guard) -> int | None:
-    """Apply ``delta`` where ``guard`` holds, log it, and return the new balance (or None)."""
+_MOVE = "UPDATE point_wallets SET balance = balance + %s, updated_at = %s WHERE user_id = %s"
+_LOG = (
+    "INSERT INTO point_history (user_id, type, amount, balance_after, ref, created_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+def _move(user_id: int, delta: int, kind: str, ref: str, now: datetime, guard: str,
+          bound: int) -> int | None:
+    """Apply ``delta`` where ``balance <guard> bound`` holds, log it; the new balance or None."""
     _require_transaction()
-    rows = list(
-        PointWallet.update(balance=PointWallet.balance + delta, updated_at=now)
-        .where((PointWallet.user == user_id) & guard)
-        .returning(PointWallet.balance)
-        .execute()
-    )
-    if not rows:
+    row = execute(f"{_MOVE} AND balance {guard} %s RETURNING balance",
+                  (delta, now, user_id, bound)).fetchone()
+    if row is None:
         return None
-    balance = rows[0].balance
-    PointHistory.insert(
-        user=user_id, type=kind, amount=delta, balance_after=balance, ref=ref, created_at=now
-    ).execute()
-    return balance
+    execute(_LOG, (user_id, kind, delta, row[0], ref, now))
+    return row[0]
 
 
 def charge(user_id: int, amount: int, ref: str, now: datetime) -> dict:
     """Add ``amount`` points; ``MAX_BALANCE_EXCEEDED`` past 10,000,000."""
-    balance = _move(user_id, amount, CHARGE, ref, now, PointWallet.balance <= MAX_BALANCE - amount)
+    balance = _move(user_id, amount, CHARGE, ref, now, "<=", MAX_BALANCE - amount)
     if balance is None:
         _require_wallet(user_id)
         raise DomainError("MAX_BALANCE_EXCEEDED", f"the balance cap is {MAX_BALANCE:,} points")
@@ -53,7 +54,7 @@ def charge(user_id: int, amount: int, ref: str, now: datetime) -> dict:
 
 def spend(user_id: int, amount: int, ref: str, now: datetime) -> int:
     """Take ``amount`` points for ``ref``; ``INSUFFICIENT_POINTS`` if the balance is short."""
-    balance = _move(user_id, -amount, USE, ref, now, PointWallet.balance >= amount)
+    balance = _move(user_id, -amount, USE, ref, now, ">=", amount)
     if balance is None:
         _require_wallet(user_id)
         raise DomainError("INSUFFICIENT_POINTS", f"{amount} points are needed")
@@ -62,7 +63,7 @@ def spend(user_id: int, amount: int, ref: str, now: datetime) -> int:
 
 def refund(user_id: int, amount: int, ref: str, now: datetime) -> int:
     """Give back ``amount`` points spent on ``ref`` (a refund may pass the charge cap)."""
-    balance = _move(user_id, amount, REFUND, ref, now, PointWallet.balance >= 0)
+    balance = _move(user_id, amount, REFUND, ref, now, ">=", 0)
     if balance is None:
         _require_wallet(user_id)
     return balance

@@ -10,7 +10,7 @@ from typing import Any
 
 import peewee
 
-from db.connection import database, for_update
+from db.connection import database, execute, for_update
 from db.models import Job, JobStatus
 from db.models.jobs import TERMINAL
 from jobs.clock import iso
@@ -63,6 +63,27 @@ def record_job(
     raise DomainError("INTERNAL_ERROR", "could not record the job")
 
 
+def record_jobs(commands: list[tuple[int, str, dict[str, Any]]], now: datetime) -> list[Job]:
+    """Record many keyless commands ``(user_id, type, payload)`` in one statement."""
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "user_id": user_id,
+            "type": job_type,
+            "status": JobStatus.QUEUED,
+            "payload": payload,
+            "request_hash": request_hash(job_type, payload),
+            "attempts": 0,
+            "sent": False,
+            "created_at": now,
+        }
+        for user_id, job_type, payload in commands
+    ]
+    with database.atomic():
+        Job.insert_many(rows).execute()
+    return [Job(**row) for row in rows]
+
+
 def _claim_key(user_id: int, key: str, digest: str, now: datetime) -> Job | None:
     """The live job holding ``key``, or None once an expired holder has let it go."""
     query = Job.select().where((Job.user == user_id) & (Job.idempotency_key == key))
@@ -86,11 +107,9 @@ def mark_sent(job_ids: list[uuid.UUID | str]) -> int:
     return Job.update(sent=True).where(Job.id.in_(job_ids) & ~Job.sent).execute()
 
 
-def forget_unsent(job_id: uuid.UUID | str) -> bool:
-    """Withdraw a job whose message could not be sent (the caller answers 503)."""
-    return bool(
-        Job.delete().where((Job.id == job_id) & (Job.status == JobStatus.QUEUED)).execute()
-    )
+def forget_unsent(job_ids: list[uuid.UUID | str]) -> int:
+    """Withdraw jobs whose messages could not be sent (the caller answers 503)."""
+    return Job.delete().where(Job.id.in_(job_ids) & (Job.status == JobStatus.QUEUED)).execute()
 
 
 def jobs_to_resend(now: datetime, older_than: timedelta, limit: int) -> list:
@@ -103,27 +122,32 @@ def jobs_to_resend(now: datetime, older_than: timedelta, limit: int) -> list:
     return [(job.id, job.type) for job in query.order_by(Job.created_at).limit(limit)]
 
 
+_START = (
+    "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
+    " started_at = COALESCE(started_at, %s)"
+    " WHERE id = %s AND status IN ('queued', 'running')"
+    " RETURNING id, user_id, type, payload, created_at, attempts"
+)
+_FINISH = (
+    "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s"
+    " WHERE id = %s AND status NOT IN ('succeeded', 'failed')"
+)
+
+
 def start_job(job_id: uuid.UUID | str, now: datetime) -> Job | None:
     """Mark a job running and count the delivery; None if it is unknown or already terminal."""
-    rows = list(
-        Job.update(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            started_at=peewee.fn.COALESCE(Job.started_at, now),
-        )
-        .where((Job.id == job_id) & Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .returning(Job)
-        .execute()
-    )
-    return rows[0] if rows else None
-
-
-def lock_job(job_id: uuid.UUID | str) -> Job | None:
-    """Inside a transaction: the job, locked, if it is not terminal yet."""
-    job = for_update(Job.select().where(Job.id == job_id)).first()
-    if job is None or job.status in TERMINAL:
+    row = execute(_START, (now, Job.id.db_value(job_id))).fetchone()
+    if row is None:
         return None
-    return job
+    return Job(
+        id=Job.id.python_value(row[0]),
+        user=row[1],
+        type=row[2],
+        payload=Job.payload.python_value(row[3]),
+        created_at=Job.created_at.python_value(row[4]),
+        attempts=row[5],
+        status=JobStatus.RUNNING,
+    )
 
 
 def finish_job(
@@ -135,11 +159,9 @@ def finish_job(
 ) -> bool:
     """Make a job terminal (succeeded with ``result`` or failed with ``error``), once."""
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
-    return bool(
-        Job.update(status=status, result=result, error=error, finished_at=now)
-        .where((Job.id == job_id) & Job.status.not_in(list(TERMINAL)))
-        .execute()
-    )
+    params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
+              Job.id.db_value(job_id))
+    return execute(_FINISH, params).rowcount == 1
 
 
 def get_job(job_id: str, user_id: int) -> Job:

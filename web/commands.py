@@ -1,8 +1,10 @@
 """Commands and jobs: record + enqueue (202), long-poll job status, list jobs.
 
 A command is answered 202 only after its job row is committed and its message is in
-the broker. The ``sent`` flag on the row is set in batches afterwards; the re-send
-sweep covers the window in which the process could die before that.
+the broker. Commands without an ``Idempotency-Key`` are group-committed: whatever
+arrives while earlier batches are being written goes out as the next batch, one
+multi-row INSERT and one pipelined enqueue for all of it. The ``sent`` flag on the
+rows is set in batches afterwards; the re-send sweep covers a crash before that.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from jobs.clock import Clock
 from jobs.errors import DomainError, InvalidRequest
 from web.db import DbExecutor
 from web.responses import json_response
-from workers.broker import send_job
+from workers.broker import send_jobs
 from workers.events import done_channel
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 30
+MAX_BATCH = 500
+BATCHES_IN_FLIGHT = 4
 _KEY = re.compile(r"[\x21-\x7e]{1,64}")
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
@@ -52,11 +56,14 @@ class JobGateway:
         self.clock = clock
         self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
         self._sent: list = []
+        self._pending: list[tuple[int, str, dict, asyncio.Future]] = []
+        self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        """Start listening for finished jobs and flushing ``sent`` marks."""
+        """Start the batch writer, the finished-job listener and the ``sent`` flusher."""
         self._tasks = [
+            asyncio.create_task(self._write_batches(), name="batch-writer"),
             asyncio.create_task(self._listen(), name="job-done-listener"),
             asyncio.create_task(self._flush_sent_forever(), name="sent-flusher"),
         ]
@@ -78,7 +85,10 @@ class JobGateway:
         if key is not None and not _KEY.fullmatch(key):
             raise InvalidRequest({"Idempotency-Key": "must be 1..64 visible ASCII characters"})
         wait = prefer_wait(request.headers.get("Prefer"))
-        job, created = await self.db(self._record_and_send, user_id, job_type, payload, key)
+        if key is None:
+            job, created = await self._submit_batched(user_id, job_type, payload), True
+        else:
+            job, created = await self.db(self._record_and_send, user_id, job_type, payload, key)
         if created:
             self._sent.append(job.id)
             log.info("job accepted", extra={"job_id": str(job.id), "job_type": job_type,
@@ -93,15 +103,56 @@ class JobGateway:
         job, created = records.record_job(user_id, job_type, payload, key, self.clock.now())
         if not created:
             return job, False
+        self._send([job])
+        return job, True
+
+    def _send(self, jobs: list[Job]) -> None:
+        """Enqueue recorded jobs; if the broker fails, withdraw them and answer 503."""
         try:
-            send_job(self.broker, job.id, job_type)
+            send_jobs(self.broker, [(job.id, job.type) for job in jobs])
         except Exception:
-            log.warning("broker unavailable", exc_info=True, extra={"job_id": str(job.id)})
-            if records.forget_unsent(job.id):
+            log.warning("broker unavailable", exc_info=True, extra={"jobs": len(jobs)})
+            if records.forget_unsent([job.id for job in jobs]):
                 raise DomainError("UNAVAILABLE", "the queue is unavailable; the command was not "
                                   "accepted", status=503) from None
-            # The job stays recorded; the re-send sweep will deliver it.
-        return job, True
+            # Some were already picked up, so they were delivered: keep them all; the
+            # re-send sweep delivers any that were not.
+
+    async def _submit_batched(self, user_id: int, job_type: str, payload: dict) -> Job:
+        accepted = asyncio.get_running_loop().create_future()
+        self._pending.append((user_id, job_type, payload, accepted))
+        self._arrived.set()
+        return await accepted
+
+    async def _write_batches(self) -> None:
+        slots = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._pending:
+                await slots.acquire()
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                task = asyncio.create_task(self._write_batch(batch))
+                task.add_done_callback(lambda _: slots.release())
+
+    async def _write_batch(self, batch: list[tuple[int, str, dict, asyncio.Future]]) -> None:
+        try:
+            jobs = await self.db(self._record_and_send_many, [item[:3] for item in batch])
+        except Exception as e:
+            for *_, accepted in batch:
+                if not accepted.done():
+                    accepted.set_exception(e)
+            return
+        for (*_, accepted), job in zip(batch, jobs, strict=True):
+            if not accepted.done():
+                accepted.set_result(job)
+        self._sent.extend(job.id for job in jobs)
+        log.info("jobs accepted", extra={"jobs": len(jobs)})
+
+    def _record_and_send_many(self, commands: list[tuple[int, str, dict]]) -> list[Job]:
+        jobs = records.record_jobs(commands, self.clock.now())
+        self._send(jobs)
+        return jobs
 
     async def _flush_sent_forever(self) -> None:
         while True:

@@ -4,8 +4,10 @@ One delivery of a job message goes:
 
 1. ``start_job``: queued/running -> running, ``attempts += 1`` (committed; counts
    deliveries, so a job that keeps killing its worker is failed after a few);
-2. in one transaction: lock the job row, skip it if already terminal, run the
-   command, mark the job ``succeeded`` -- the effect and the outcome commit together;
+2. in one transaction: run the command, then mark the job ``succeeded`` only if it
+   is not terminal yet -- the effect and the outcome commit together, and a delivery
+   that loses that conditional update (another delivery finished first; it waited on
+   the job row's lock) rolls its effect back;
 3. a refusal (``DomainError``) rolls the effect back and fails the job with its code;
    a transient fault is re-raised so Dramatiq retries with backoff, and fails the job
    with ``INTERNAL_ERROR`` once the retries are spent; a bug fails it at once.
@@ -51,14 +53,13 @@ def execute_job(job_id: str, command: Command) -> str:
         if job.attempts > rt.settings.job_max_deliveries:
             return _fail(job, "INTERNAL_ERROR", "gave up after repeated deliveries", extra)
         try:
-            with db.atomic():
-                locked = records.lock_job(job_id)
-                if locked is None:
-                    outcome = "skipped"
-                else:
-                    result = command(locked, rt)
-                    records.finish_job(job_id, rt.clock.now(), result=result)
+            with db.atomic() as transaction:
+                result = command(job, rt)
+                if records.finish_job(job_id, rt.clock.now(), result=result):
                     outcome = "succeeded"
+                else:
+                    transaction.rollback()
+                    outcome = "skipped"
         except DomainError as refusal:
             return _fail(job, refusal.code, refusal.message, extra)
         except TRANSIENT_ERRORS as fault:
