@@ -150,10 +150,9 @@ class Stack:
         raise RuntimeError("web did not start; see its log")
 
     def start_worker(self, name: str = "worker", processes: int = 1, threads: int = 8) -> None:
-        """Start a Dramatiq worker (its own process group, so it can be killed whole)."""
-        self._spawn(name, [sys.executable, "-m", "dramatiq", "workers.main",
-                           "--processes", str(processes), "--threads", str(threads)],
-                    dramatiq_worker_timeout="100")
+        """Start ``bazaar worker`` as the Procfile does (its own process group)."""
+        self._spawn(name, [sys.executable, "-m", "web.cli", "worker"],
+                    WORKER_PROCESSES=str(processes), WORKER_THREADS=str(threads))
 
     def start_scheduler(self, name: str = "scheduler") -> None:
         """Start a scheduler process."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 
@@ -76,14 +77,16 @@ def test_one_idempotency_key_sent_20_times_concurrently(big_stack, database):
         assert PointHistory.select().where(PointHistory.user == user.id).count() == 1
 
 
-def test_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(process_env, database):
-    # Given a stack whose one worker process will be SIGKILLed
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(process_env, database, sig):
+    # Given a stack whose one worker process group will be signalled (as a Procfile host
+    # or systemd would: the whole group at once)
     stack = Stack(process_env)
     stack.start_web()
     stack.start_worker(name="doomed", processes=1, threads=8)
     try:
         api = stack.api
-        names = [f"crash_{n}" for n in range(10)]
+        names = [f"crash_{sig.name}_{n}" for n in range(10)]
         tokens = {name: api.signup_login(name) for name in names}
         requests = [
             ("/points/charge", {"amount": 1 + n % 7}, {"Authorization": f"Bearer {tokens[name]}"})
@@ -95,7 +98,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(process_env,
         async def stream() -> list:
             first = await post_many(api.base, requests[:200], concurrency=50)
             await asyncio.sleep(0.05)
-            stack.kill("doomed")
+            stack.kill("doomed", sig)
             rest = await post_many(api.base, requests[200:], concurrency=50)
             return first + rest
 

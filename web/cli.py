@@ -9,7 +9,7 @@ import sys
 import threading
 
 from db.logs import configure_logging
-from db.settings import Settings
+from db.settings import Settings, SettingsError
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -123,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--port", type=int, default=None)
     dev.set_defaults(run=cmd_dev)
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        print(f"bazaar: {e}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     return args.run(settings, args)
 
