@@ -28,6 +28,7 @@ import aiohttp
 
 from bench.common import latency_line, machine, scratch_env
 from db.connection import connect_database
+from jobs.clock import utcnow
 from tests.support import Stack
 
 
@@ -138,14 +139,23 @@ def job_count(database) -> int:
         return database.execute_sql("SELECT count(*) FROM jobs").fetchone()[0]
 
 
-def server_latencies(database, since_total: int) -> list[float]:
-    """submit->terminal seconds of the jobs after the first ``since_total`` (oldest first)."""
+def server_latencies(database, since) -> list[float]:
+    """submit->terminal seconds of the jobs recorded at or after ``since``."""
     with database.connection_context():
         rows = database.execute_sql(
             "SELECT EXTRACT(EPOCH FROM finished_at - created_at) FROM jobs "
-            "ORDER BY created_at OFFSET %s", (since_total,)
+            "WHERE created_at >= %s", (since,)
         ).fetchall()
     return [float(r[0]) for r in rows]
+
+
+def work_rate(database) -> tuple[int, float]:
+    """Jobs finished and the span from the first start to the last finish (server clocks)."""
+    with database.connection_context():
+        count, span = database.execute_sql(
+            "SELECT count(*), EXTRACT(EPOCH FROM max(finished_at) - min(started_at)) FROM jobs"
+        ).fetchone()
+    return count, float(span)
 
 
 def main() -> None:
@@ -187,18 +197,19 @@ def main() -> None:
 
             accepted = job_count(database)  # includes answers the client gave up waiting for
             stack.start_worker(processes=args.worker_processes, threads=args.worker_threads)
-            drained = wait_drained(database, accepted)
-            print(f"drain: {accepted} jobs completed in {drained:.2f}s = "
-                  f"{accepted / drained:,.0f}/s (includes worker start-up)")
+            wait_drained(database, accepted)
+            done, span = work_rate(database)
+            print(f"drain: {done} jobs completed in {span:.2f}s = {done / span:,.0f}/s "
+                  "(first start to last finish, server clocks)")
 
-            rate = args.rate or max(50.0, accepted / drained / 2)
-            before = accepted
+            rate = args.rate or max(50.0, done / span / 2)
+            since = utcnow()
             statuses = asyncio.run(open_loop(base, tokens, rate, args.seconds))
             sent = sum(statuses.values())
             wait_drained(database, job_count(database))
             print(f"steady: {sent} charges at {rate:,.0f}/s for {args.seconds:.0f}s "
                   f"(statuses {statuses})")
-            print("  " + latency_line("submit->terminal", server_latencies(database, before)))
+            print("  " + latency_line("submit->terminal", server_latencies(database, since)))
         finally:
             stack.stop()
             database.close_all()
