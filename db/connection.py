@@ -80,9 +80,9 @@ def is_postgres(db: peewee.Database | peewee.DatabaseProxy = database) -> bool:
     return isinstance(target, peewee.PostgresqlDatabase)
 
 
-def for_update(query: peewee.Select) -> peewee.Select:
+def for_update(query: peewee.Select, skip_locked: bool = False) -> peewee.Select:
     """Lock the selected rows (PostgreSQL); SQLite's immediate transactions already serialise."""
-    return query.for_update() if is_postgres() else query
+    return query.for_update(skip_locked=skip_locked) if is_postgres() else query
 
 
 def execute(sql: str, params: tuple = ()):

@@ -69,6 +69,10 @@ class Settings:
     broker_heartbeat_timeout_ms: int = 15_000
     broker_maintenance_chance: int = 50_000
     scheduler_tick: float = 1.0
+    data_platform_url: str | None = None
+    order_expiry_interval: int = 2
+    sales_interval: int = 60
+    outbox_interval: int = 1
     log_level: str = "INFO"
 
     @property
@@ -114,6 +118,10 @@ class Settings:
                 env, "BROKER_MAINTENANCE_CHANCE", d.broker_maintenance_chance
             ),
             log_level=env.get("LOG_LEVEL") or d.log_level,
+            data_platform_url=env.get("DATA_PLATFORM_URL") or None,
+            order_expiry_interval=_int(env, "ORDER_EXPIRY_INTERVAL", d.order_expiry_interval),
+            sales_interval=_int(env, "SALES_INTERVAL", d.sales_interval),
+            outbox_interval=_int(env, "OUTBOX_INTERVAL", d.outbox_interval),
         )
 
     def sqlite_path(self) -> Path | None:

@@ -31,6 +31,16 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
     return parts
 
 
+def decode_id_cursor(cursor: str | None) -> int | None:
+    """Unpack a cursor holding one integer id."""
+    parts = decode_cursor(cursor, 1)
+    if parts is None:
+        return None
+    if not isinstance(parts[0], int) or isinstance(parts[0], bool):
+        raise InvalidRequest({"cursor": "is not a cursor this list gave out"})
+    return parts[0]
+
+
 def page(items: list[Any], limit: int, key) -> tuple[list[Any], str | None]:
     """Cut a ``limit + 1`` fetch to ``limit`` items and the cursor of the next page."""
     if len(items) <= limit:

@@ -12,8 +12,8 @@ from datetime import datetime
 from db.connection import database, execute
 from db.models import PointHistory, PointWallet
 from jobs.clock import iso
-from jobs.errors import DomainError, InvalidRequest
-from jobs.pagination import decode_cursor, page
+from jobs.errors import DomainError
+from jobs.pagination import decode_id_cursor, page
 
 MAX_BALANCE = 10_000_000
 CHARGE, USE, REFUND = "CHARGE", "USE", "REFUND"
@@ -83,11 +83,9 @@ def balance(user_id: int) -> dict:
 def history(user_id: int, limit: int, cursor: str | None) -> dict:
     """The user's point movements, newest first, one page."""
     query = PointHistory.select().where(PointHistory.user == user_id)
-    after = decode_cursor(cursor, 1)
-    if after:
-        if not isinstance(after[0], int) or isinstance(after[0], bool):
-            raise InvalidRequest({"cursor": "is not a cursor this list gave out"})
-        query = query.where(PointHistory.id < after[0])
+    after = decode_id_cursor(cursor)
+    if after is not None:
+        query = query.where(PointHistory.id < after)
     rows = list(query.order_by(PointHistory.id.desc()).limit(limit + 1))
     items, next_cursor = page(rows, limit, lambda h: (h.id,))
     return {

@@ -21,4 +21,7 @@ def schedule_table(settings: Settings) -> list[Entry]:
     return [
         Entry("jobs.resend", interval=settings.resend_interval),
         Entry("ledger.prune", cron="17 * * * *"),
+        Entry("orders.expire", interval=settings.order_expiry_interval),
+        Entry("sales.aggregate", interval=settings.sales_interval),
+        Entry("outbox.deliver", interval=settings.outbox_interval),
     ]

@@ -19,7 +19,7 @@ from web.metrics import HTTP_METRICS, HttpMetrics, metrics_middleware
 from web.phone import PHONE_CODES, PhoneCodes
 from web.responses import error_middleware
 from web.sms import SmsSender, load_sender
-from web.views import jobs, ops, points, users
+from web.views import coupons, jobs, ops, points, shop, users
 from web.views.ops import REDIS
 from web.views.users import SETTINGS
 
@@ -53,6 +53,21 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{API}/points/charge", points.charge)
     app.router.add_get(f"{API}/points", points.balance)
     app.router.add_get(f"{API}/points/history", points.history)
+    app.router.add_get(f"{API}/products", shop.list_products)
+    app.router.add_get(f"{API}/products/best", shop.best_products)
+    app.router.add_get(f"{API}/products/{{product_id}}", shop.get_product)
+    app.router.add_post(f"{API}/admin/products", shop.create_product)
+    app.router.add_get(f"{API}/cart", shop.get_cart)
+    app.router.add_put(f"{API}/cart/items/{{product_id}}", shop.put_cart_item)
+    app.router.add_delete(f"{API}/cart/items/{{product_id}}", shop.delete_cart_item)
+    app.router.add_post(f"{API}/orders", shop.create_order)
+    app.router.add_get(f"{API}/orders", shop.list_orders)
+    app.router.add_get(f"{API}/orders/{{order_id}}", shop.get_order)
+    app.router.add_post(f"{API}/orders/{{order_id}}/payment", shop.pay_order)
+    app.router.add_post(f"{API}/admin/coupons", coupons.create_coupon)
+    app.router.add_get(f"{API}/coupons", coupons.list_coupons)
+    app.router.add_post(f"{API}/coupons/{{coupon_id}}/issue", coupons.issue_coupon)
+    app.router.add_get(f"{API}/users/me/coupons", coupons.my_coupons)
 
 
 def create_app(

@@ -118,3 +118,15 @@ async def access_claims(request: web.Request) -> dict:
 async def require_user(request: web.Request) -> int:
     """The id of the authenticated user."""
     return int((await access_claims(request))["sub"])
+
+
+async def require_admin(request: web.Request) -> int:
+    """The id of the authenticated user, who must hold the admin role (else 403)."""
+    from jobs.users import get_user
+    from web.commands import DB
+
+    user_id = await require_user(request)
+    user = await request.app[DB](get_user, user_id)
+    if not user.is_admin:
+        raise DomainError("INVALID_PERMISSION", "this needs the admin role")
+    return user_id

@@ -1,4 +1,5 @@
-"""The ``bazaar`` command: dev, web, worker, scheduler, migrate, create-admin."""
+"""The ``bazaar`` command: dev, web, worker, scheduler, migrate, create-admin, demo-data,
+outbox-replay."""
 
 from __future__ import annotations
 
@@ -42,6 +43,35 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
             args.username, users.hash_password(args.password, settings.scrypt_n), utcnow()
         )
     print(f"{'created' if created else 'promoted'} admin {user.username} (id {user.id})")
+    return 0
+
+
+def cmd_demo_data(settings: Settings, args: argparse.Namespace) -> int:
+    """Load a small catalog, coupons and users (admin and demo) to try the shop."""
+    from db.connection import connect_database
+    from jobs import users
+    from jobs.clock import utcnow
+    from jobs.demo import load_demo_data
+
+    db = connect_database(settings.database_url, 2)
+    with db.connection_context():
+        created = load_demo_data(lambda p: users.hash_password(p, settings.scrypt_n), utcnow())
+    print(f"created {created['products']} products, {created['coupons']} coupons; "
+          f"users: {', '.join(created['users']) or 'already there'}")
+    return 0
+
+
+def cmd_outbox_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Give every DEAD data-platform event a fresh round of delivery attempts."""
+    from db.connection import connect_database
+    from jobs import outbox
+    from jobs.clock import utcnow
+
+    db = connect_database(settings.database_url, 2)
+    with db.connection_context():
+        replayed = outbox.replay_dead(utcnow())
+        counts = outbox.counts()
+    print(f"replayed {replayed} dead event(s); outbox now: {counts}")
     return 0
 
 
@@ -116,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("username")
     admin.add_argument("password")
     admin.set_defaults(run=cmd_create_admin)
+    sub.add_parser("demo-data", help=cmd_demo_data.__doc__).set_defaults(run=cmd_demo_data)
+    sub.add_parser("outbox-replay", help=cmd_outbox_replay.__doc__).set_defaults(
+        run=cmd_outbox_replay)
     sub.add_parser("web", help=cmd_web.__doc__).set_defaults(run=cmd_web)
     sub.add_parser("worker", help=cmd_worker.__doc__).set_defaults(run=cmd_worker)
     sub.add_parser("scheduler", help=cmd_scheduler.__doc__).set_defaults(run=cmd_scheduler)

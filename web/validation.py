@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from jobs.errors import InvalidRequest
+from jobs.errors import DomainError, InvalidRequest
 from jobs.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 
@@ -65,6 +66,11 @@ def Bool(required: bool = True) -> Field:
     return Field(bool, required)
 
 
+def Anything(required: bool = True) -> Field:
+    """Any JSON value (the caller checks it further)."""
+    return Field(object, required)
+
+
 def validate(data: Any, schema: dict[str, Field]) -> dict[str, Any]:
     """Check a decoded JSON body against ``schema``; 400 naming every offending field."""
     if not isinstance(data, dict):
@@ -81,17 +87,20 @@ def validate(data: Any, schema: dict[str, Field]) -> dict[str, Any]:
     return data
 
 
-async def read_json(request: web.Request, schema: dict[str, Field]) -> dict[str, Any]:
-    """Read, decode and validate the JSON body (an empty body counts as ``{}``)."""
+async def read_body(request: web.Request) -> Any:
+    """Read and decode the JSON body (an empty body counts as ``{}``)."""
     raw = await request.read()
     if not raw.strip():
-        data: Any = {}
-    else:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidRequest({"body": "is not valid JSON"}, "malformed JSON") from None
-    return validate(data, schema)
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest({"body": "is not valid JSON"}, "malformed JSON") from None
+
+
+async def read_json(request: web.Request, schema: dict[str, Field]) -> dict[str, Any]:
+    """Read, decode and validate the JSON body against ``schema``."""
+    return validate(await read_body(request), schema)
 
 
 def page_params(request: web.Request) -> tuple[int, str | None]:
@@ -119,3 +128,28 @@ def query_choice(request: web.Request, name: str, choices: set[str]) -> str | No
     if value is not None and value not in choices:
         raise InvalidRequest({name: f"must be one of {', '.join(sorted(choices))}"})
     return value
+
+
+MAX_ID = 2**63 - 1
+
+
+def path_id(request: web.Request, name: str, not_found: str) -> int:
+    """A numeric id from the path; anything else is the resource's 404."""
+    raw = request.match_info[name]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
+        raise DomainError(not_found, "no such resource")
+    value = int(raw)
+    if not 1 <= value <= MAX_ID:
+        raise DomainError(not_found, "no such resource")
+    return value
+
+
+def parse_time(value: str, name: str) -> datetime:
+    """An ISO 8601 time with an offset, as naive UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest({name: "must be an ISO 8601 time with an offset"}) from None
+    if parsed.tzinfo is None:
+        raise InvalidRequest({name: "must include a UTC offset"})
+    return parsed.astimezone(UTC).replace(tzinfo=None)

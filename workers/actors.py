@@ -9,7 +9,8 @@ from __future__ import annotations
 import dramatiq
 
 from db.models import Job
-from jobs import points
+from jobs import coupons, orders, points
+from jobs.errors import DomainError
 from workers.broker import SWEEPS_QUEUE
 from workers.lifecycle import command
 from workers.periodic import run_periodic
@@ -20,6 +21,40 @@ from workers.runtime import Runtime
 def charge_points(job: Job, rt: Runtime) -> dict:
     """``points.charge``: add ``amount`` points to the job owner's balance."""
     return points.charge(job.user_id, job.payload["amount"], f"job:{job.id}", rt.clock.now())
+
+
+@command("orders.create")
+def create_order(job: Job, rt: Runtime) -> dict:
+    """``orders.create``: take stock and record a NOT_PAID order."""
+    items = job.payload.get("items")
+    lines = None if items is None else [(i["product_id"], i["quantity"]) for i in items]
+    return orders.create_order(job.user_id, lines, job.payload.get("user_coupon_id"),
+                               rt.clock.now())
+
+
+@command("orders.pay")
+def pay_order(job: Job, rt: Runtime) -> dict:
+    """``orders.pay``: spend points and mark the order PAID."""
+    return orders.pay_order(job.user_id, job.payload["order_id"], rt.clock.now())
+
+
+def admit_to_coupon(job: Job, rt: Runtime) -> None:
+    """Before any transaction: the Redis gate turns away requests that cannot win."""
+    rt.coupon_gate.admit(job.payload["coupon_id"], job.user_id, rt.clock.now())
+
+
+@command("coupons.issue", gate=admit_to_coupon)
+def issue_coupon(job: Job, rt: Runtime) -> dict:
+    """``coupons.issue``: the database decides, and a lost place goes back to the gate."""
+    coupon_id = job.payload["coupon_id"]
+    try:
+        return coupons.issue_coupon(job.user_id, coupon_id, rt.clock.now())
+    except DomainError as refusal:
+        if refusal.code == "COUPON_SOLD_OUT":  # the gate over-admitted (it was rebuilt)
+            rt.coupon_gate.mark_sold_out(coupon_id)
+        elif refusal.code != "COUPON_ALREADY_ISSUED":
+            rt.coupon_gate.give_back(coupon_id, job.user_id)
+        raise
 
 
 @dramatiq.actor(actor_name="periodic", queue_name=SWEEPS_QUEUE, max_retries=0)

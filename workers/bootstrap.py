@@ -11,7 +11,9 @@ from db.settings import Settings
 from jobs.clock import Clock
 from workers import runtime
 from workers.broker import build_broker
+from workers.coupon_gate import CouponGate
 from workers.events import JobEvents
+from workers.sinks import make_sink
 
 
 def start(settings: Settings, client: redis.Redis, clock: Clock | None = None) -> runtime.Runtime:
@@ -25,6 +27,8 @@ def start(settings: Settings, client: redis.Redis, clock: Clock | None = None) -
         broker=broker,
         clock=clock or Clock(),
         events=JobEvents(client, settings.redis_prefix),
+        coupon_gate=CouponGate(client, settings.redis_prefix),
+        sink=make_sink(settings.data_platform_url),
     )
     runtime.install(rt)
     importlib.import_module("workers.actors")  # actors bind to the broker just built

@@ -31,6 +31,7 @@ from workers.broker import COMMANDS_QUEUE
 log = logging.getLogger(__name__)
 
 Command = Callable[[Job, "runtime.Runtime"], dict]
+Gate = Callable[[Job, "runtime.Runtime"], None]
 
 
 def _retries_so_far() -> int:
@@ -38,8 +39,12 @@ def _retries_so_far() -> int:
     return message.options.get("retries", 0) if message else 0
 
 
-def execute_job(job_id: str, command: Command) -> str:
-    """Run one delivery of ``job_id`` through ``command``; returns the outcome."""
+def execute_job(job_id: str, command: Command, gate: Gate | None = None) -> str:
+    """Run one delivery of ``job_id`` through ``command``; returns the outcome.
+
+    ``gate``, if given, runs before the transaction and may refuse (``DomainError``)
+    without the command ever opening one.
+    """
     rt = runtime.current()
     db, now = rt.database, rt.clock.now()
     extra = {"job_id": job_id}
@@ -53,6 +58,8 @@ def execute_job(job_id: str, command: Command) -> str:
         if job.attempts > rt.settings.job_max_deliveries:
             return _fail(job, "INTERNAL_ERROR", "gave up after repeated deliveries", extra)
         try:
+            if gate is not None:
+                gate(job, rt)
             with db.atomic() as transaction:
                 result = command(job, rt)
                 if records.finish_job(job_id, rt.clock.now(), result=result):
@@ -96,12 +103,12 @@ def _announce(job: Job, outcome: str) -> None:
         log.warning("could not publish job outcome", extra={"job_id": str(job.id)})
 
 
-def command(job_type: str) -> Callable[[Command], dramatiq.Actor]:
+def command(job_type: str, gate: Gate | None = None) -> Callable[[Command], dramatiq.Actor]:
     """Declare the actor for ``job_type``: a thin wrapper running ``fn`` in the lifecycle."""
 
     def decorate(fn: Command) -> dramatiq.Actor:
         def run(job_id: str) -> None:
-            execute_job(job_id, fn)
+            execute_job(job_id, fn, gate)
 
         run.__name__ = run.__qualname__ = fn.__name__
         run.__doc__ = fn.__doc__

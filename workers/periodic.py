@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from jobs import records, sweeps
+from jobs import bestsellers, orders, outbox, records, sweeps
 from workers import runtime
 from workers.broker import send_job
 
@@ -40,9 +41,46 @@ def prune_ledger(rt: runtime.Runtime) -> dict:
     return {"pruned": sweeps.prune_runs(rt.clock.now() - timedelta(days=1))}
 
 
+def expire_orders(rt: runtime.Runtime) -> dict:
+    """Expire unpaid orders past their deadline."""
+    return {"expired": orders.expire_unpaid_orders(rt.clock.now())}
+
+
+def best_sellers_key(prefix: str) -> str:
+    """Where the cached best-seller ranking lives."""
+    return f"{prefix}:products:best"
+
+
+def aggregate_sales(rt: runtime.Runtime) -> dict:
+    """Recount daily sales and refresh the cached ranking."""
+    ranking = bestsellers.aggregate_sales(rt.clock.now())
+    rt.redis.set(best_sellers_key(rt.settings.redis_prefix), json.dumps(ranking))
+    return {"ranked": len(ranking)}
+
+
+def deliver_outbox(rt: runtime.Runtime) -> dict:
+    """Deliver due outbox events to the sink; failures are rescheduled or end DEAD."""
+    delivered = failed = 0
+    for event in outbox.claim_due(rt.clock.now()):
+        try:
+            rt.sink.deliver(event.id, event.topic, event.payload)
+        except Exception as e:
+            status = outbox.record_failed(event, f"{type(e).__name__}: {e}", rt.clock.now())
+            log.warning("outbox delivery failed",
+                        extra={"event_id": event.id, "reason": str(e), "status": status})
+            failed += 1
+        else:
+            outbox.record_delivered(event.id, rt.clock.now())
+            delivered += 1
+    return {"delivered": delivered, "failed": failed}
+
+
 TASKS: dict[str, Task] = {
     "jobs.resend": resend_unsent,
     "ledger.prune": prune_ledger,
+    "orders.expire": expire_orders,
+    "sales.aggregate": aggregate_sales,
+    "outbox.deliver": deliver_outbox,
 }
 
 
@@ -54,10 +92,13 @@ def run_periodic(schedule_id: str, slot: int) -> str:
     if task is None:
         log.error("unknown periodic task", extra=extra)
         return "unknown"
-    with rt.database.connection_context(), rt.database.atomic():
-        if not sweeps.claim_slot(schedule_id, slot, rt.clock.now()):
+    with rt.database.connection_context():
+        with rt.database.atomic():
+            claimed = sweeps.claim_slot(schedule_id, slot, rt.clock.now())
+        if not claimed:
             log.info("periodic slot already ran", extra=extra)
             return "duplicate"
+        # The task makes its own transactions; a crash mid-way leaves it to the next slot.
         result = task(rt)
     log.debug("periodic ran", extra=extra | result)
     return "ran"

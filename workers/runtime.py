@@ -10,12 +10,14 @@ import redis
 
 from db.settings import Settings
 from jobs.clock import Clock
+from workers.coupon_gate import CouponGate
 from workers.events import JobEvents
+from workers.sinks import Sink
 
 
 @dataclass
 class Runtime:
-    """The process's settings, database, Redis, broker, clock and event publisher."""
+    """The process's settings, connections, broker, clock, and what the actors use."""
 
     settings: Settings
     database: peewee.Database
@@ -23,6 +25,8 @@ class Runtime:
     broker: dramatiq.Broker
     clock: Clock
     events: JobEvents
+    coupon_gate: CouponGate
+    sink: Sink
 
 
 _runtime: Runtime | None = None

@@ -3,18 +3,39 @@
 from db.models.base import BaseModel, JSONField
 from db.models.jobs import Job, JobStatus, PeriodicRun
 from db.models.points import PointHistory, PointWallet
+from db.models.shop import (
+    CartItem,
+    Coupon,
+    Order,
+    OrderItem,
+    OutboxEvent,
+    Product,
+    ProductSalesDaily,
+    UserCoupon,
+)
 from db.models.users import User
 
-ALL_MODELS = [User, PointWallet, PointHistory, Job, PeriodicRun]
+ALL_MODELS = [
+    User, PointWallet, PointHistory, Job, PeriodicRun,
+    Product, CartItem, Coupon, UserCoupon, Order, OrderItem, ProductSalesDaily, OutboxEvent,
+]
 
 __all__ = [
     "ALL_MODELS",
     "BaseModel",
+    "CartItem",
+    "Coupon",
     "JSONField",
     "Job",
     "JobStatus",
+    "Order",
+    "OrderItem",
+    "OutboxEvent",
     "PeriodicRun",
     "PointHistory",
     "PointWallet",
+    "Product",
+    "ProductSalesDaily",
     "User",
+    "UserCoupon",
 ]

@@ -1,0 +1,186 @@
+"""Orders: create (stock taken at once), pay with points, expire when unpaid.
+
+Payment and expiry race on one conditional update of the order row
+(``... WHERE status = 'NOT_PAID'``): exactly one of them wins.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from db.connection import database, for_update
+from db.models import CartItem, Coupon, Order, OrderItem, Product, UserCoupon
+from jobs import outbox, points
+from jobs.catalog import products_by_id
+from jobs.clock import iso
+from jobs.errors import DomainError
+from jobs.pagination import decode_id_cursor, page
+
+ORDER_TTL = timedelta(minutes=5)
+NOT_PAID, PAID, EXPIRED = "NOT_PAID", "PAID", "EXPIRED"
+
+
+def discount_for(discount_type: str, value: int, total: int) -> int:
+    """The discount a coupon gives on ``total`` (never more than the total)."""
+    raw = value if discount_type == "FIXED" else total * value // 100
+    return max(0, min(total, raw))
+
+
+def create_order(
+    user_id: int,
+    items: list[tuple[int, int]] | None,
+    user_coupon_id: int | None,
+    now: datetime,
+) -> dict:
+    """Inside a transaction: take stock and record a NOT_PAID order (``items=None``: the cart)."""
+    from_cart = items is None
+    if from_cart:
+        items = [(c.product_id, c.quantity) for c in CartItem.select().where(
+            CartItem.user == user_id)]
+        if not items:
+            raise DomainError("CART_EMPTY", "the cart is empty")
+    items = sorted(items)  # lock product rows in one order everywhere: no deadlocks
+    products = products_by_id([pid for pid, _ in items])
+    missing = [pid for pid, _ in items if pid not in products]
+    if missing:
+        raise DomainError("PRODUCT_NOT_FOUND", f"no product {missing[0]}")
+    for pid, quantity in items:
+        taken = (Product.update(stock=Product.stock - quantity)
+                 .where((Product.id == pid) & (Product.stock >= quantity)).execute())
+        if not taken:
+            raise DomainError("OUT_OF_STOCK", f"not enough of product {pid}")
+    total = sum(products[pid].price * quantity for pid, quantity in items)
+    order = Order.create(user=user_id, status=NOT_PAID, total=total, discount=0,
+                         pay_amount=total, created_at=now, expires_at=now + ORDER_TTL)
+    if user_coupon_id is not None:
+        order.discount = _hold_coupon(user_id, user_coupon_id, order.id, total, now)
+        order.pay_amount = total - order.discount
+        order.user_coupon_id = user_coupon_id
+        order.save(only=[Order.discount, Order.pay_amount, Order.user_coupon_id])
+    OrderItem.insert_many([
+        {"order": order.id, "product": pid, "quantity": quantity,
+         "unit_price": products[pid].price}
+        for pid, quantity in items
+    ]).execute()
+    if from_cart:
+        CartItem.delete().where(CartItem.user == user_id).execute()
+    return {"order_id": order.id, "status": NOT_PAID, "total": total,
+            "discount": order.discount, "pay_amount": order.pay_amount,
+            "expires_at": iso(order.expires_at)}
+
+
+def _hold_coupon(user_id: int, user_coupon_id: int, order_id: int, total: int,
+                 now: datetime) -> int:
+    """Attach an owned, unused, unexpired coupon to the order; its discount."""
+    held = (UserCoupon.select(UserCoupon, Coupon).join(Coupon)
+            .where((UserCoupon.id == user_coupon_id) & (UserCoupon.user == user_id)).first())
+    if held is None:
+        raise DomainError("COUPON_NOT_FOUND", "no such coupon of yours")
+    if held.used or held.order_id is not None:
+        raise DomainError("COUPON_ALREADY_USED", "this coupon is used or held by an order")
+    if now >= held.expires_at:
+        raise DomainError("COUPON_EXPIRED", "this coupon has expired")
+    attached = (UserCoupon.update(order_id=order_id)
+                .where((UserCoupon.id == user_coupon_id) & ~UserCoupon.used
+                       & UserCoupon.order_id.is_null()).execute())
+    if not attached:
+        raise DomainError("COUPON_ALREADY_USED", "this coupon is used or held by an order")
+    return discount_for(held.coupon.discount_type, held.coupon.discount_value, total)
+
+
+def pay_order(user_id: int, order_id: int, now: datetime) -> dict:
+    """Inside a transaction: spend points, mark PAID, use the coupon, write the outbox event."""
+    won = list(
+        Order.update(status=PAID, paid_at=now)
+        .where((Order.id == order_id) & (Order.user == user_id) & (Order.status == NOT_PAID)
+               & (Order.expires_at > now))
+        .returning(Order.pay_amount, Order.user_coupon_id, Order.total, Order.discount)
+        .execute()
+    )
+    if not won:
+        order = Order.get_or_none((Order.id == order_id) & (Order.user == user_id))
+        if order is None:
+            raise DomainError("ORDER_NOT_FOUND", "no such order")
+        if order.status == PAID:
+            raise DomainError("ORDER_ALREADY_PAID", "this order is already paid")
+        raise DomainError("ORDER_EXPIRED", "this order expired before it was paid")
+    paid = won[0]
+    if paid.pay_amount > 0:
+        balance = points.spend(user_id, paid.pay_amount, f"order:{order_id}", now)
+    else:
+        balance = points.balance(user_id)["balance"]
+    if paid.user_coupon_id is not None:
+        UserCoupon.update(used=True).where(UserCoupon.id == paid.user_coupon_id).execute()
+    items = [{"product_id": i.product_id, "quantity": i.quantity, "unit_price": i.unit_price}
+             for i in OrderItem.select().where(OrderItem.order == order_id)]
+    outbox.add_event("order.paid", {
+        "order_id": order_id, "user_id": user_id, "items": items, "total": paid.total,
+        "discount": paid.discount, "pay_amount": paid.pay_amount, "paid_at": iso(now),
+    }, now)
+    return {"order_id": order_id, "status": PAID, "balance": balance}
+
+
+def expire_unpaid_orders(now: datetime, limit: int = 500) -> int:
+    """Expire NOT_PAID orders past ``expires_at``: stock back, coupon free again; once each."""
+    with database.atomic():
+        # Rows a payment is holding are skipped: the payment decides; the next sweep sees.
+        due = for_update(
+            Order.select(Order.id).where((Order.status == NOT_PAID) & (Order.expires_at <= now))
+            .order_by(Order.id).limit(limit),
+            skip_locked=True,
+        )
+        expired = list(
+            Order.update(status=EXPIRED, expired_at=now)
+            .where(Order.id.in_(due) & (Order.status == NOT_PAID))
+            .returning(Order.id, Order.user_coupon_id)
+            .execute()
+        )
+        if not expired:
+            return 0
+        ids = [o.id for o in expired]
+        returned: dict[int, int] = {}
+        for item in OrderItem.select().where(OrderItem.order.in_(ids)):
+            returned[item.product_id] = returned.get(item.product_id, 0) + item.quantity
+        for pid in sorted(returned):
+            Product.update(stock=Product.stock + returned[pid]).where(Product.id == pid).execute()
+        for order in expired:
+            if order.user_coupon_id is not None:
+                (UserCoupon.update(order_id=None)
+                 .where((UserCoupon.id == order.user_coupon_id)
+                        & (UserCoupon.order_id == order.id)).execute())
+    return len(expired)
+
+
+def order_view(order: Order, items: list[OrderItem]) -> dict:
+    """The API's order body."""
+    return {
+        "id": order.id, "status": order.status, "total": order.total,
+        "discount": order.discount, "pay_amount": order.pay_amount,
+        "user_coupon_id": order.user_coupon_id, "created_at": iso(order.created_at),
+        "expires_at": iso(order.expires_at), "paid_at": iso(order.paid_at),
+        "items": [{"product_id": i.product_id, "quantity": i.quantity,
+                   "unit_price": i.unit_price} for i in items],
+    }
+
+
+def get_order(user_id: int, order_id: int) -> dict:
+    """One of the user's orders with its items; ``ORDER_NOT_FOUND`` otherwise."""
+    order = Order.get_or_none((Order.id == order_id) & (Order.user == user_id))
+    if order is None:
+        raise DomainError("ORDER_NOT_FOUND", "no such order")
+    return order_view(order, list(OrderItem.select().where(OrderItem.order == order_id)))
+
+
+def list_orders(user_id: int, limit: int, cursor: str | None) -> dict:
+    """The user's orders, newest first, with items."""
+    query = Order.select().where(Order.user == user_id)
+    after = decode_id_cursor(cursor)
+    if after is not None:
+        query = query.where(Order.id < after)
+    rows = list(query.order_by(Order.id.desc()).limit(limit + 1))
+    orders, next_cursor = page(rows, limit, lambda o: (o.id,))
+    items: dict[int, list[OrderItem]] = {o.id: [] for o in orders}
+    if orders:
+        for item in OrderItem.select().where(OrderItem.order.in_(list(items))):
+            items[item.order_id].append(item)
+    return {"items": [order_view(o, items[o.id]) for o in orders], "next_cursor": next_cursor}

@@ -1,0 +1,73 @@
+"""The outbox: events for the data platform, written in the transaction that caused them.
+
+Delivery is at least once: a batch is claimed with a lease (so a crashed deliverer's
+events come back), delivered outside any transaction, then recorded. Failures retry
+after 1 s, 10 s and 60 s; an event that still fails is DEAD until replayed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from db.connection import database, for_update
+from db.models import OutboxEvent
+
+BACKOFF = (1, 10, 60)  # seconds before the 2nd, 3rd and 4th attempt
+LEASE = timedelta(seconds=30)
+PENDING, DELIVERED, DEAD = "PENDING", "DELIVERED", "DEAD"
+
+
+def add_event(topic: str, payload: dict, now: datetime) -> None:
+    """Inside the caller's transaction: queue an event for delivery."""
+    OutboxEvent.insert(topic=topic, payload=payload, status=PENDING, attempts=0,
+                       next_attempt_at=now, created_at=now).execute()
+
+
+def claim_due(now: datetime, limit: int = 100) -> list[OutboxEvent]:
+    """Take up to ``limit`` due events for ``LEASE``; others skip them meanwhile."""
+    with database.atomic():
+        due = for_update(
+            OutboxEvent.select(OutboxEvent.id)
+            .where((OutboxEvent.status == PENDING) & (OutboxEvent.next_attempt_at <= now))
+            .order_by(OutboxEvent.id).limit(limit),
+            skip_locked=True,
+        )
+        return list(
+            OutboxEvent.update(next_attempt_at=now + LEASE)
+            .where(OutboxEvent.id.in_(due))
+            .returning(OutboxEvent)
+            .execute()
+        )
+
+
+def record_delivered(event_id: int, now: datetime) -> None:
+    """The sink took the event."""
+    (OutboxEvent.update(status=DELIVERED, delivered_at=now, attempts=OutboxEvent.attempts + 1,
+                        last_error=None)
+     .where(OutboxEvent.id == event_id).execute())
+
+
+def record_failed(event: OutboxEvent, error: str, now: datetime) -> str:
+    """The sink refused or failed: schedule the next attempt, or give up (DEAD)."""
+    attempts = event.attempts + 1
+    if attempts > len(BACKOFF):
+        status, next_at = DEAD, now
+    else:
+        status, next_at = PENDING, now + timedelta(seconds=BACKOFF[attempts - 1])
+    (OutboxEvent.update(status=status, attempts=attempts, next_attempt_at=next_at,
+                        last_error=error[:2000])
+     .where(OutboxEvent.id == event.id).execute())
+    return status
+
+
+def replay_dead(now: datetime) -> int:
+    """Give every DEAD event a fresh round of attempts."""
+    return (OutboxEvent.update(status=PENDING, attempts=0, next_attempt_at=now)
+            .where(OutboxEvent.status == DEAD).execute())
+
+
+def counts() -> dict[str, int]:
+    """Events per status."""
+    rows = (OutboxEvent.select(OutboxEvent.status, OutboxEvent.id.count().alias("n"))
+            .group_by(OutboxEvent.status).tuples())
+    return {status: n for status, n in rows}

@@ -1,0 +1,100 @@
+"""The Redis gate in front of first-come coupons.
+
+One atomic script per request decides, without touching PostgreSQL, whether the request
+can possibly win: outside the coupon's window, or when the remaining count is spent, it
+is refused at once. A would-be winner is counted down and remembered, then PostgreSQL
+decides for real (UNIQUE and CHECK constraints). When the gate's keys are missing (new
+coupon, Redis restarted), they are rebuilt from the database: remaining = stock - issued,
+plus the users who hold one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import redis
+
+from jobs import coupons
+from jobs.errors import DomainError
+
+# KEYS: state hash, holders set. ARGV: user, now (unix). -> ok|known|sold_out|not_active|unknown
+_PASS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
+local window = redis.call('HMGET', KEYS[1], 'starts', 'ends')
+local now = tonumber(ARGV[2])
+if now < tonumber(window[1]) or now >= tonumber(window[2]) then return 'not_active' end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 'known' end
+if tonumber(redis.call('HGET', KEYS[1], 'remaining')) <= 0 then return 'sold_out' end
+redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+redis.call('SADD', KEYS[2], ARGV[1])
+return 'ok'
+"""
+# KEYS: state hash, holders set. ARGV: remaining, starts, ends, holders...
+_LOAD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 4, #ARGV, 5000 do
+  redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 4999, #ARGV)))
+end
+redis.call('HSET', KEYS[1], 'remaining', ARGV[1], 'starts', ARGV[2], 'ends', ARGV[3])
+return 1
+"""
+# KEYS: state hash, holders set. ARGV: user. Undo an 'ok' whose issue failed for good.
+_GIVE_BACK = """
+if redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'remaining', 1)
+end
+return 1
+"""
+
+
+def _unix(dt: datetime) -> float:
+    return dt.replace(tzinfo=UTC).timestamp()
+
+
+class CouponGate:
+    """Admits or refuses coupon requests in Redis, in one round trip each."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._pass = client.register_script(_PASS)
+        self._load = client.register_script(_LOAD)
+        self._give_back = client.register_script(_GIVE_BACK)
+
+    def keys(self, coupon_id: int) -> list[str]:
+        """The state hash and holders set of a coupon."""
+        base = f"{self.prefix}:coupon:{coupon_id}"
+        return [base, f"{base}:holders"]
+
+    def admit(self, coupon_id: int, user_id: int, now: datetime) -> str:
+        """``ok`` (counted down), ``known`` (let the database decide); refusals raise."""
+        keys = self.keys(coupon_id)
+        verdict = self._decode(self._pass(keys=keys, args=[user_id, _unix(now)]))
+        if verdict == "unknown":
+            coupon, holders = coupons.gate_state(coupon_id)
+            self._load(keys=keys, args=[coupon.stock - coupon.issued, _unix(coupon.starts_at),
+                                        _unix(coupon.ends_at), *holders])
+            verdict = self._decode(self._pass(keys=keys, args=[user_id, _unix(now)]))
+        if verdict == "not_active":
+            raise DomainError("COUPON_NOT_ACTIVE", "this coupon cannot be issued now")
+        if verdict == "sold_out":
+            raise DomainError("COUPON_SOLD_OUT", "no coupons left")
+        return verdict
+
+    def give_back(self, coupon_id: int, user_id: int) -> None:
+        """Return a place taken by a request that then failed for good."""
+        self._give_back(keys=self.keys(coupon_id), args=[user_id])
+
+    def mark_sold_out(self, coupon_id: int) -> None:
+        """The database says none are left: stop admitting anyone."""
+        state = self.keys(coupon_id)[0]
+        if self.client.exists(state):
+            self.client.hset(state, "remaining", 0)
+
+    def forget(self, coupon_id: int) -> None:
+        """Drop the gate's state (it is rebuilt from the database on next use)."""
+        self.client.delete(*self.keys(coupon_id))
+
+    @staticmethod
+    def _decode(value) -> str:
+        return value.decode() if isinstance(value, bytes) else value
