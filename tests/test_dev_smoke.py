@@ -59,6 +59,15 @@ def test_embedded_system_runs_a_charge(fresh_clone):
         assert job["status"] == "succeeded" and job["result"] == {"balance": 1234}
         assert api.get("/points", token=token).body == {"balance": 1234}
         assert (fresh_clone / "var" / "bazaar.sqlite3").exists()
+        # ... and the demo shop works: the demo user orders from the cart and pays
+        demo = api.login("demo", "demo-password")["access_token"]
+        assert api.call("PUT", "/cart/items/1", {"quantity": 2}, token=demo).status == 200
+        wait = {"Prefer": "wait=10"}
+        ordered = api.post("/orders", {"from_cart": True}, token=demo, headers=wait)
+        assert ordered.body["status"] == "succeeded", ordered
+        paid = api.post(f"/orders/{ordered.body['result']['order_id']}/payment", token=demo,
+                        headers=wait)
+        assert paid.body["result"]["status"] == "PAID", paid
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -17,6 +17,8 @@ from aiohttp import web
 
 from db.migrate import migrate
 from db.settings import Settings
+from jobs.demo import load_demo_data
+from jobs.users import hash_password
 from scheduler.bridge import DramatiqScheduler
 from scheduler.schedule import schedule_table
 from web.app import create_app, redis_client
@@ -35,6 +37,8 @@ def run(settings: Settings, port: int | None = None, worker_threads: int = 4) ->
     sync_client, async_client = _redis_clients(settings)
     rt = bootstrap.start(settings, sync_client)
     migrate(rt.database)
+    with rt.database.connection_context():
+        demo = load_demo_data(lambda p: hash_password(p, settings.scrypt_n), rt.clock.now())
     worker = dramatiq.Worker(rt.broker, worker_threads=worker_threads, worker_timeout=100)
     worker.start()
     stop = threading.Event()
@@ -51,6 +55,8 @@ def run(settings: Settings, port: int | None = None, worker_threads: int = 4) ->
         f"(database: {where}; redis: {settings.redis_url or 'in-process'}; Ctrl-C stops)",
         flush=True,
     )
+    if demo["users"]:
+        print(f"demo data loaded; log in as {' or '.join(demo['users'])}", flush=True)
     try:
         web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
     finally:
