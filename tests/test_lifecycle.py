@@ -11,7 +11,9 @@ from db.models import Job, PointHistory
 from jobs import points, records, users
 from jobs.errors import DomainError
 from workers import lifecycle, runtime
+from workers.coupon_gate import CouponGate
 from workers.events import JobEvents, counters_key
+from workers.sinks import LogSink
 
 
 @pytest.fixture
@@ -24,6 +26,8 @@ def rt(clean_db, settings, clock):
         broker=StubBroker(),
         clock=clock,
         events=JobEvents(client, settings.redis_prefix),
+        coupon_gate=CouponGate(client, settings.redis_prefix),
+        sink=LogSink(),
     )
     runtime.install(installed)
     yield installed

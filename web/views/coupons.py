@@ -41,6 +41,7 @@ async def create_coupon(request: web.Request) -> web.Response:
 
 async def list_coupons(request: web.Request) -> web.Response:
     """``GET /coupons``."""
+    await require_user(request)
     limit, cursor = page_params(request)
     return json_response(await request.app[DB](coupons.list_coupons, limit, cursor))
 
