@@ -116,12 +116,13 @@ def scalar(database: peewee.Database, sql: str, params: tuple = ()) -> Any:
 # -- where the CPU goes ------------------------------------------------------------------
 
 
-def cpu_snapshot(sessions: dict[str, int]) -> dict[int, tuple[str, float]]:
+def cpu_snapshot(sessions: dict[str, int], dbname: str) -> dict[int, tuple[str, float]]:
     """CPU seconds so far of each interesting process: ``{pid: (group, seconds)}``.
 
     Groups: the named sessions (Stack starts every process in a session of its own, so a
-    worker's forked children count with it), then ``postgres`` and ``redis`` by name
-    (all of their processes, including those serving other people's work).
+    worker's forked children count with it), ``postgres`` (the backends serving our
+    scratch database, told apart by their process title) and ``redis`` (the server,
+    which other people's work may share).
     """
     by_sid = {sid: name for name, sid in sessions.items()}
     seen: dict[int, tuple[str, float]] = {}
@@ -131,15 +132,16 @@ def cpu_snapshot(sessions: dict[str, int]) -> dict[int, tuple[str, float]]:
         try:
             with open(f"/proc/{entry.name}/stat") as f:
                 raw = f.read()
-        except OSError:
+            comm = raw[raw.index("(") + 1:raw.rindex(")")]
+            fields = raw[raw.rindex(")") + 2:].split()  # fields[0] is field 3 of proc(5)
+            group = by_sid.get(int(fields[3]))
+            if group is None and comm.startswith("postgres"):
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    group = "postgres" if f" {dbname} ".encode() in f.read() else None
+            elif group is None and comm.startswith("redis"):
+                group = "redis"
+        except OSError:  # gone meanwhile
             continue
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2:].split()  # fields[0] is field 3 of proc(5)
-        group = by_sid.get(int(fields[3]))
-        if group is None and comm.startswith("postgres"):
-            group = "postgres"
-        elif group is None and comm.startswith("redis"):
-            group = "redis"
         if group is not None:
             seen[int(entry.name)] = (group, (int(fields[11]) + int(fields[12])) / CLK_TCK)
     return seen
@@ -157,12 +159,13 @@ class CpuMeter:
     """CPU seconds per group between ``start()`` and ``line()``."""
 
     sessions: dict[str, int]
+    dbname: str
     began: tuple[dict[int, tuple[str, float]], float, float, float] | None = None
 
     def start(self) -> None:
         """Remember the counters now."""
         t = os.times()
-        self.began = (cpu_snapshot(self.sessions), t.user + t.system, machine_busy(),
+        self.began = (cpu_snapshot(self.sessions, self.dbname), t.user + t.system, machine_busy(),
                       time.perf_counter())
 
     def line(self) -> str:
@@ -170,7 +173,7 @@ class CpuMeter:
         assert self.began is not None
         before, own, busy, wall = self.began
         spent: Counter[str] = Counter()
-        for pid, (group, seconds) in cpu_snapshot(self.sessions).items():
+        for pid, (group, seconds) in cpu_snapshot(self.sessions, self.dbname).items():
             spent[group] += seconds - before.get(pid, (group, 0.0))[1]
         t = os.times()
         spent["generator"] = t.user + t.system - own
@@ -178,8 +181,9 @@ class CpuMeter:
         cores = os.cpu_count() or 1
         parts = ", ".join(f"{g} {spent[g]:.1f}s"
                           for g in (*self.sessions, "postgres", "redis", "generator"))
+        busy = machine_busy() - busy
         return (f"cpu over {wall:.1f}s wall ({cores} cores = {wall * cores:.1f} cpu-s): {parts}; "
-                f"machine busy {machine_busy() - busy:.1f}s")
+                f"machine busy {busy:.1f}s, of which not ours {busy - spent.total():.1f}s")
 
 
 # -- phase 1: the coupon burst -----------------------------------------------------------
@@ -526,7 +530,8 @@ def main() -> None:
             stack.start_web()
             stack.start_worker(processes=args.worker_processes, threads=args.worker_threads)
             meter = CpuMeter({"web": stack.procs["web"].pid,
-                              "workers": stack.procs["worker"].pid})
+                              "workers": stack.procs["worker"].pid},
+                             env["DATABASE_URL"].rsplit("/", 1)[1])
             if not args.skip_burst:
                 results.append(run_burst(args, env, stack, database, meter))
             if not args.skip_orders:

@@ -73,6 +73,11 @@ class Settings:
     order_expiry_interval: int = 2
     sales_interval: int = 60
     outbox_interval: int = 1
+    queue_active_limit: int = 100
+    queue_active_ttl: int = 600
+    queue_idle_ttl: int = 120
+    queue_promote_interval: int = 1
+    hold_expiry_interval: int = 2
     log_level: str = "INFO"
 
     @property
@@ -122,6 +127,12 @@ class Settings:
             order_expiry_interval=_int(env, "ORDER_EXPIRY_INTERVAL", d.order_expiry_interval),
             sales_interval=_int(env, "SALES_INTERVAL", d.sales_interval),
             outbox_interval=_int(env, "OUTBOX_INTERVAL", d.outbox_interval),
+            queue_active_limit=_int(env, "QUEUE_ACTIVE_LIMIT", d.queue_active_limit),
+            queue_active_ttl=_int(env, "QUEUE_ACTIVE_TTL", d.queue_active_ttl),
+            queue_idle_ttl=_int(env, "QUEUE_IDLE_TTL", d.queue_idle_ttl),
+            queue_promote_interval=_int(env, "QUEUE_PROMOTE_INTERVAL",
+                                        d.queue_promote_interval),
+            hold_expiry_interval=_int(env, "HOLD_EXPIRY_INTERVAL", d.hold_expiry_interval),
         )
 
     def sqlite_path(self) -> Path | None:

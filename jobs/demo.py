@@ -1,4 +1,4 @@
-"""Demo data: a small catalog, two live coupons and two users, so the shop can be tried."""
+"""Demo data: a small catalog, two live coupons, a concert and two users, to try things at once."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from db.connection import database
-from db.models import Coupon, Product, User
-from jobs import catalog, coupons, points, users
+from db.models import Concert, Coupon, Product, User
+from jobs import catalog, concerts, coupons, points, users
 
 PRODUCTS = [
     ("Mechanical keyboard", 89_000, 40, "Tactile switches, hot-swappable."),
@@ -23,7 +23,7 @@ PRODUCTS = [
 
 def load_demo_data(hash_password: Callable[[str], str], now: datetime) -> dict:
     """Create what is missing of the demo set; returns what was created."""
-    created = {"products": 0, "coupons": 0, "users": []}
+    created = {"products": 0, "coupons": 0, "concerts": 0, "users": []}
     with database.atomic():
         if not Product.select().exists():
             for name, price, stock, description in PRODUCTS:
@@ -35,6 +35,12 @@ def load_demo_data(hash_password: Callable[[str], str], now: datetime) -> dict:
             coupons.create_coupon("Flash sale 10%", "PERCENT", 10, 20, now,
                                   now + timedelta(days=7), now)
             created["coupons"] = 2
+        if not Concert.select().exists():
+            first = now.date() + timedelta(days=14)
+            concerts.create_concert("Bazaar Symphony Night", [
+                (first, 120_000), (first + timedelta(days=1), 120_000),
+                (first + timedelta(days=7), 150_000)], now)
+            created["concerts"] = 1
         for username, password, admin in (("admin", "admin-password", True),
                                           ("demo", "demo-password", False)):
             if User.select().where(User.username == username).exists():

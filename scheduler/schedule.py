@@ -24,4 +24,6 @@ def schedule_table(settings: Settings) -> list[Entry]:
         Entry("orders.expire", interval=settings.order_expiry_interval),
         Entry("sales.aggregate", interval=settings.sales_interval),
         Entry("outbox.deliver", interval=settings.outbox_interval),
+        Entry("queue.promote", interval=settings.queue_promote_interval),
+        Entry("concerts.expire_holds", interval=settings.hold_expiry_interval),
     ]

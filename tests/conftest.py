@@ -21,7 +21,8 @@ PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TABLES = (
     "users, point_wallets, point_history, jobs, periodic_runs, products, cart_items, coupons,"
-    " user_coupons, orders, order_items, product_sales_daily, outbox_events"
+    " user_coupons, orders, order_items, product_sales_daily, outbox_events, concerts,"
+    " concert_dates, reservations, concert_payments"
 )
 
 

@@ -19,9 +19,10 @@ from web.metrics import HTTP_METRICS, HttpMetrics, metrics_middleware
 from web.phone import PHONE_CODES, PhoneCodes
 from web.responses import error_middleware
 from web.sms import SmsSender, load_sender
-from web.views import coupons, jobs, ops, points, shop, users
+from web.views import concerts, coupons, jobs, ops, points, shop, users
 from web.views.ops import REDIS
 from web.views.users import SETTINGS
+from workers.bootstrap import make_waiting_room
 
 log = logging.getLogger(__name__)
 API = "/api/v1"
@@ -68,6 +69,14 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{API}/coupons", coupons.list_coupons)
     app.router.add_post(f"{API}/coupons/{{coupon_id}}/issue", coupons.issue_coupon)
     app.router.add_get(f"{API}/users/me/coupons", coupons.my_coupons)
+    app.router.add_post(f"{API}/queue/tokens", concerts.take_token)
+    app.router.add_get(f"{API}/queue/tokens/me", concerts.my_place)
+    app.router.add_get(f"{API}/concerts", concerts.list_concerts)
+    app.router.add_get(f"{API}/concerts/{{concert_id}}/dates", concerts.dates)
+    app.router.add_get(f"{API}/concerts/{{concert_id}}/dates/{{date}}/seats", concerts.seats)
+    app.router.add_post(f"{API}/reservations", concerts.reserve)
+    app.router.add_post(f"{API}/reservations/{{reservation_id}}/payment", concerts.pay)
+    app.router.add_post(f"{API}/admin/concerts", concerts.create_concert)
 
 
 def create_app(
@@ -106,6 +115,7 @@ def create_app(
         settings.phone_code_rate,
         settings.phone_code_rate_window,
     )
+    app[concerts.ROOM] = make_waiting_room(client, settings)
     add_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

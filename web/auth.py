@@ -78,6 +78,13 @@ class Tokens:
             raise DomainError("INVALID_TOKEN", f"an {typ} token is required")
         return claims
 
+    def issue_queue_token(self, user_id: int, concert_id: int, ttl: int = 86_400) -> str:
+        """A signed waiting-room token, bound to one user and one concert."""
+        now = int(time.time())
+        claims = {"sub": str(user_id), "cid": concert_id, "sid": uuid.uuid4().hex,
+                  "typ": "queue", "jti": uuid.uuid4().hex, "iat": now, "exp": now + ttl}
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+
     def _revoked_key(self, sid: str) -> str:
         return f"{self.prefix}:auth:revoked:{sid}"
 

@@ -56,7 +56,8 @@ def cmd_demo_data(settings: Settings, args: argparse.Namespace) -> int:
     db = connect_database(settings.database_url, 2)
     with db.connection_context():
         created = load_demo_data(lambda p: users.hash_password(p, settings.scrypt_n), utcnow())
-    print(f"created {created['products']} products, {created['coupons']} coupons; "
+    print(f"created {created['products']} products, {created['coupons']} coupons, "
+          f"{created['concerts']} concert(s); "
           f"users: {', '.join(created['users']) or 'already there'}")
     return 0
 

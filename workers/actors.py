@@ -6,10 +6,12 @@ Importing this module declares the actors on the global broker, so only
 
 from __future__ import annotations
 
+from datetime import date
+
 import dramatiq
 
 from db.models import Job
-from jobs import coupons, orders, points
+from jobs import concerts, coupons, orders, points
 from jobs.errors import DomainError
 from workers.broker import SWEEPS_QUEUE
 from workers.lifecycle import command
@@ -55,6 +57,23 @@ def issue_coupon(job: Job, rt: Runtime) -> dict:
         elif refusal.code != "COUPON_ALREADY_ISSUED":
             rt.coupon_gate.give_back(coupon_id, job.user_id)
         raise
+
+
+@command("concert.reserve")
+def reserve_seat(job: Job, rt: Runtime) -> dict:
+    """``concert.reserve``: hold a seat for 5 minutes."""
+    p = job.payload
+    return concerts.reserve_seat(job.user_id, p["concert_id"], date.fromisoformat(p["date"]),
+                                 p["seat_no"], rt.clock.now())
+
+
+@command("concert.pay")
+def pay_reservation(job: Job, rt: Runtime) -> dict:
+    """``concert.pay``: spend points, confirm the seat; the user's queue token then ends."""
+    result = concerts.pay_reservation(job.user_id, job.payload["reservation_id"],
+                                      rt.clock.now())
+    rt.waiting_room.leave(job.payload["concert_id"], job.user_id)
+    return result
 
 
 @dramatiq.actor(actor_name="periodic", queue_name=SWEEPS_QUEUE, max_retries=0)

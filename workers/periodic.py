@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from jobs import bestsellers, orders, outbox, records, sweeps
+from jobs import bestsellers, concerts, orders, outbox, records, sweeps
 from workers import runtime
 from workers.broker import send_job
 
@@ -75,12 +75,27 @@ def deliver_outbox(rt: runtime.Runtime) -> dict:
     return {"delivered": delivered, "failed": failed}
 
 
+def promote_queues(rt: runtime.Runtime) -> dict:
+    """Move every concert's line: end expired actives, drop idle waiters, promote."""
+    room, promoted = rt.waiting_room, 0
+    for concert_id in rt.redis.smembers(room.concerts_key):
+        promoted += int(room.promote(int(concert_id), rt.clock.now())[0])
+    return {"promoted": promoted}
+
+
+def expire_holds(rt: runtime.Runtime) -> dict:
+    """Release seat holds past their 5 minutes."""
+    return {"released": concerts.expire_holds(rt.clock.now())}
+
+
 TASKS: dict[str, Task] = {
     "jobs.resend": resend_unsent,
     "ledger.prune": prune_ledger,
     "orders.expire": expire_orders,
     "sales.aggregate": aggregate_sales,
     "outbox.deliver": deliver_outbox,
+    "queue.promote": promote_queues,
+    "concerts.expire_holds": expire_holds,
 }
 
 

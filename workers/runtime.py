@@ -13,6 +13,7 @@ from jobs.clock import Clock
 from workers.coupon_gate import CouponGate
 from workers.events import JobEvents
 from workers.sinks import Sink
+from workers.waiting_room import WaitingRoom
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Runtime:
     events: JobEvents
     coupon_gate: CouponGate
     sink: Sink
+    waiting_room: WaitingRoom | None = None
 
 
 _runtime: Runtime | None = None

@@ -1,6 +1,7 @@
 """Peewee models, one module per domain; import them from here."""
 
 from db.models.base import BaseModel, JSONField
+from db.models.concerts import Concert, ConcertDate, ConcertPayment, Reservation
 from db.models.jobs import Job, JobStatus, PeriodicRun
 from db.models.points import PointHistory, PointWallet
 from db.models.shop import (
@@ -18,12 +19,16 @@ from db.models.users import User
 ALL_MODELS = [
     User, PointWallet, PointHistory, Job, PeriodicRun,
     Product, CartItem, Coupon, UserCoupon, Order, OrderItem, ProductSalesDaily, OutboxEvent,
+    Concert, ConcertDate, Reservation, ConcertPayment,
 ]
 
 __all__ = [
     "ALL_MODELS",
     "BaseModel",
     "CartItem",
+    "Concert",
+    "ConcertDate",
+    "ConcertPayment",
     "Coupon",
     "JSONField",
     "Job",
@@ -36,6 +41,7 @@ __all__ = [
     "PointWallet",
     "Product",
     "ProductSalesDaily",
+    "Reservation",
     "User",
     "UserCoupon",
 ]

@@ -1,0 +1,150 @@
+"""Concerts: dates and seats, 5-minute holds, payment with points, the hold-expiry sweep.
+
+"One seat, one holder" is the partial UNIQUE index on live reservations: a second hold
+on a seat fails to insert, whatever the code around it does. Payment and hold expiry
+race on one conditional update of the reservation (``... WHERE status = 'HELD'``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import peewee
+
+from db.connection import database
+from db.models import Concert, ConcertDate, ConcertPayment, Reservation
+from db.models.concerts import SEATS_PER_DATE
+from jobs import points
+from jobs.clock import iso
+from jobs.errors import DomainError
+from jobs.pagination import decode_id_cursor, page
+
+HOLD_TTL = timedelta(minutes=5)
+HELD, CONFIRMED, EXPIRED = "HELD", "CONFIRMED", "EXPIRED"
+LIVE = (HELD, CONFIRMED)
+
+
+def create_concert(title: str, dates: list[tuple[date, int]], now: datetime) -> dict:
+    """A concert with its dates (50 seats each)."""
+    with database.atomic():
+        concert = Concert.create(title=title, created_at=now)
+        ConcertDate.insert_many([{"concert": concert.id, "date": d, "seat_price": price}
+                                 for d, price in dates]).execute()
+    return {"id": concert.id, "title": title,
+            "dates": [{"date": d.isoformat(), "seat_price": p, "seats": SEATS_PER_DATE}
+                      for d, p in sorted(dates)]}
+
+
+def list_concerts(limit: int, cursor: str | None) -> dict:
+    """Concerts, one page."""
+    query = Concert.select()
+    after = decode_id_cursor(cursor)
+    if after is not None:
+        query = query.where(Concert.id > after)
+    rows = list(query.order_by(Concert.id).limit(limit + 1))
+    items, next_cursor = page(rows, limit, lambda c: (c.id,))
+    return {"items": [{"id": c.id, "title": c.title} for c in items], "next_cursor": next_cursor}
+
+
+def require_concert(concert_id: int) -> None:
+    """``CONCERT_NOT_FOUND`` unless the concert exists."""
+    if not Concert.select().where(Concert.id == concert_id).exists():
+        raise DomainError("CONCERT_NOT_FOUND", "no such concert")
+
+
+def _live_seat_counts(date_ids: list[int], now: datetime) -> dict[int, int]:
+    live = (Reservation.select(Reservation.concert_date, peewee.fn.COUNT(Reservation.id))
+            .where(Reservation.concert_date.in_(date_ids) & _is_live(now))
+            .group_by(Reservation.concert_date).tuples())
+    return dict(live)
+
+
+def _is_live(now: datetime):
+    """A reservation holds its seat: sold, or held and not past its deadline."""
+    return (Reservation.status == CONFIRMED) | (
+        (Reservation.status == HELD) & (Reservation.expires_at > now))
+
+
+def available_dates(concert_id: int, now: datetime) -> dict:
+    """The concert's dates that still have a seat."""
+    require_concert(concert_id)
+    dates = list(ConcertDate.select().where(ConcertDate.concert == concert_id)
+                 .order_by(ConcertDate.date))
+    taken = _live_seat_counts([d.id for d in dates], now)
+    items = [{"date": d.date.isoformat(), "seat_price": d.seat_price,
+              "available_seats": SEATS_PER_DATE - taken.get(d.id, 0)} for d in dates]
+    return {"items": [i for i in items if i["available_seats"] > 0]}
+
+
+def _find_date(concert_id: int, day: date) -> ConcertDate:
+    found = ConcertDate.get_or_none((ConcertDate.concert == concert_id) & (ConcertDate.date == day))
+    if found is None:
+        raise DomainError("SCHEDULE_NOT_FOUND", "the concert has no such date")
+    return found
+
+
+def seats(concert_id: int, day: date, now: datetime) -> dict:
+    """Seats 1..50 of a date: AVAILABLE, HELD or SOLD."""
+    require_concert(concert_id)
+    when = _find_date(concert_id, day)
+    status = {r.seat_no: ("SOLD" if r.status == CONFIRMED else "HELD")
+              for r in Reservation.select(Reservation.seat_no, Reservation.status)
+              .where((Reservation.concert_date == when.id) & _is_live(now))}
+    return {"items": [{"seat_no": n, "price": when.seat_price,
+                       "status": status.get(n, "AVAILABLE")}
+                      for n in range(1, SEATS_PER_DATE + 1)]}
+
+
+def reserve_seat(user_id: int, concert_id: int, day: date, seat_no: int, now: datetime) -> dict:
+    """Inside a transaction: hold a seat for 5 minutes; ``SEAT_NOT_AVAILABLE`` if it is live."""
+    when = _find_date(concert_id, day)
+    # A hold past its deadline no longer holds the seat, even before the sweep runs.
+    (Reservation.update(status=EXPIRED)
+     .where((Reservation.concert_date == when.id) & (Reservation.seat_no == seat_no)
+            & (Reservation.status == HELD) & (Reservation.expires_at <= now)).execute())
+    try:
+        with database.atomic():  # a savepoint: the unique index refuses a second holder
+            held = Reservation.create(user=user_id, concert_date=when.id, seat_no=seat_no,
+                                      status=HELD, price=when.seat_price, created_at=now,
+                                      expires_at=now + HOLD_TTL)
+    except peewee.IntegrityError:
+        raise DomainError("SEAT_NOT_AVAILABLE", f"seat {seat_no} is taken") from None
+    return {"reservation_id": held.id, "status": HELD, "expires_at": iso(held.expires_at)}
+
+
+def reservation_concert(user_id: int, reservation_id: int) -> int | None:
+    """The concert of one of the user's reservations, or None."""
+    row = (Reservation.select(ConcertDate.concert).join(ConcertDate)
+           .where((Reservation.id == reservation_id) & (Reservation.user == user_id))
+           .tuples().first())
+    return row[0] if row else None
+
+
+def pay_reservation(user_id: int, reservation_id: int, now: datetime) -> dict:
+    """Inside a transaction: spend the seat's price, confirm the seat, record the payment."""
+    won = list(Reservation.update(status=CONFIRMED, paid_at=now)
+               .where((Reservation.id == reservation_id) & (Reservation.user == user_id)
+                      & (Reservation.status == HELD) & (Reservation.expires_at > now))
+               .returning(Reservation.price).execute())
+    if not won:
+        held = Reservation.get_or_none((Reservation.id == reservation_id)
+                                       & (Reservation.user == user_id))
+        if held is None:
+            raise DomainError("RESERVATION_NOT_FOUND", "no such reservation")
+        if held.status == CONFIRMED:
+            raise DomainError("RESERVATION_ALREADY_PAID", "this seat is already paid")
+        raise DomainError("RESERVATION_EXPIRED", "the hold expired before payment")
+    price = won[0].price
+    balance = (points.spend(user_id, price, f"reservation:{reservation_id}", now) if price
+               else points.balance(user_id)["balance"])
+    ConcertPayment.create(reservation=reservation_id, user=user_id, amount=price, created_at=now)
+    return {"reservation_id": reservation_id, "status": "CONFIRMED", "balance": balance}
+
+
+def expire_holds(now: datetime, limit: int = 1000) -> int:
+    """Release holds past their 5 minutes; each exactly once."""
+    due = (Reservation.select(Reservation.id)
+           .where((Reservation.status == HELD) & (Reservation.expires_at <= now))
+           .order_by(Reservation.id).limit(limit))
+    return (Reservation.update(status=EXPIRED)
+            .where(Reservation.id.in_(due) & (Reservation.status == HELD)).execute())

@@ -1,0 +1,210 @@
+"""The waiting room in front of each concert, in Redis.
+
+Per concert: ``waiting`` (a sorted set by arrival number, so a position is a rank:
+distinct and gap-free), ``active`` (by ``active_until``), ``seen`` (last poll of each
+waiting user), ``tokens`` (user -> the one token they hold) and ``promotions`` (recent
+promotion times, to measure the rate the wait estimate uses). Every operation is one
+Lua script, so concurrent joins and the scheduler's promotion never interleave.
+
+Reads (``status``) never move anyone: they only record that a waiting user is still
+polling. Promotion, expiry of active users and removal of idle waiting users happen in
+:meth:`WaitingRoom.promote`, which only the scheduler runs.
+
+Methods return the script's raw reply, or an awaitable of it when the client is
+``redis.asyncio``; ``parse_*`` turns a reply into plain values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+_JOIN = """
+local now, limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local held = redis.call('HGET', KEYS[4], ARGV[1])
+if held then
+  local active_until = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if active_until and tonumber(active_until) > now then
+    return {held, 'ACTIVE', 0, active_until, 0}
+  end
+  local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+  local seen = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or 0)
+  if rank and seen >= now - tonumber(ARGV[7]) then
+    redis.call('ZADD', KEYS[3], now, ARGV[1])
+    return {held, 'WAITING', rank + 1, false, 0}
+  end
+  -- expired (active time over, or idle too long) but not swept yet: start afresh
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[6], ARGV[6])
+if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) < limit then
+  local active_until = now + ttl
+  redis.call('ZADD', KEYS[2], active_until, ARGV[1])
+  return {ARGV[2], 'ACTIVE', 0, tostring(active_until), 1}
+end
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[5]), ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+return {ARGV[2], 'WAITING', redis.call('ZRANK', KEYS[1], ARGV[1]) + 1, false, 1}
+"""
+
+_STATUS = """
+local now, idle = tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return {'EXPIRED'} end
+local active_until = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if active_until then
+  if tonumber(active_until) > now then return {'ACTIVE', 0, active_until} end
+  return {'EXPIRED'}
+end
+local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+local seen = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not rank or (seen and tonumber(seen) < now - idle) then return {'EXPIRED'} end
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], now, ARGV[1]) end
+return {'WAITING', rank + 1, false, redis.call('ZCOUNT', KEYS[5], now - 60000, '+inf')}
+"""
+
+_PROMOTE = """
+local now, limit, ttl, idle, batch =
+  tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local ended = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)
+for _, user in ipairs(ended) do
+  redis.call('ZREM', KEYS[2], user)
+  redis.call('HDEL', KEYS[4], user)
+end
+local idle_users = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - idle, 'LIMIT', 0, batch)
+for _, user in ipairs(idle_users) do
+  redis.call('ZREM', KEYS[3], user)
+  redis.call('ZREM', KEYS[1], user)
+  redis.call('HDEL', KEYS[4], user)
+end
+local promoted = 0
+local free = limit - redis.call('ZCARD', KEYS[2])
+if free > 0 then
+  local next_up = redis.call('ZPOPMIN', KEYS[1], math.min(free, batch))
+  for i = 1, #next_up, 2 do
+    redis.call('ZADD', KEYS[2], now + ttl, next_up[i])
+    redis.call('ZREM', KEYS[3], next_up[i])
+    redis.call('ZADD', KEYS[5], now, next_up[i] .. ':' .. now)
+    promoted = promoted + 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 60000)
+return {promoted, #ended, #idle_users}
+"""
+
+_LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
+"""
+
+
+def millis(now: datetime) -> int:
+    """Naive-UTC datetime to unix milliseconds."""
+    return int(now.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def from_millis(ms: Any) -> datetime:
+    """Unix milliseconds to naive UTC."""
+    return datetime.fromtimestamp(int(float(ms)) / 1000, UTC).replace(tzinfo=None)
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a token stands: ACTIVE (until ``active_until``), WAITING at ``position``, EXPIRED."""
+
+    status: str
+    position: int = 0
+    active_until: datetime | None = None
+    promoted_last_minute: int = 0
+    token: str | None = None
+    created: bool = False
+
+
+class WaitingRoom:
+    """The queues of every concert, under one key prefix."""
+
+    def __init__(self, client: Any, prefix: str, active_limit: int, active_ttl: int,
+                 idle_ttl: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.active_limit = active_limit
+        self.active_ttl_ms = active_ttl * 1000
+        self.idle_ttl_ms = idle_ttl * 1000
+        self._join = client.register_script(_JOIN)
+        self._status = client.register_script(_STATUS)
+        self._promote = client.register_script(_PROMOTE)
+        self._leave = client.register_script(_LEAVE)
+
+    @property
+    def concerts_key(self) -> str:
+        """The set of concerts that have (had) a queue."""
+        return f"{self.prefix}:queue:concerts"
+
+    def keys(self, concert_id: int) -> list[str]:
+        """waiting, active, seen, tokens, and the 5th: arrival counter or promotions."""
+        base = f"{self.prefix}:queue:{concert_id}"
+        return [f"{base}:waiting", f"{base}:active", f"{base}:seen", f"{base}:tokens"]
+
+    def join(self, concert_id: int, user_id: int, token: str, now: datetime):
+        """Queue ``user_id`` with ``token``, or report the token they already hold."""
+        keys = [*self.keys(concert_id), f"{self.prefix}:queue:{concert_id}:arrivals",
+                self.concerts_key]
+        return self._join(keys=keys, args=[user_id, token, millis(now), self.active_limit,
+                                           self.active_ttl_ms, concert_id, self.idle_ttl_ms])
+
+    @staticmethod
+    def parse_join(reply: list) -> Place:
+        """The reply of :meth:`join`."""
+        token, status, position, until, created = (_text(v) for v in reply)
+        return Place(status, int(position), from_millis(until) if until else None,
+                     token=token, created=bool(int(created)))
+
+    def status(self, concert_id: int, user_id: int, token: str, now: datetime,
+               touch: bool = False):
+        """Where ``token`` stands; ``touch`` records that a waiting user is still polling."""
+        keys = [*self.keys(concert_id), f"{self.prefix}:queue:{concert_id}:promotions"]
+        return self._status(keys=keys, args=[user_id, token, millis(now), self.idle_ttl_ms,
+                                             "1" if touch else "0"])
+
+    @staticmethod
+    def parse_status(reply: list) -> Place:
+        """The reply of :meth:`status`."""
+        values = [_text(v) for v in reply]
+        if values[0] == "EXPIRED":
+            return Place("EXPIRED")
+        if values[0] == "ACTIVE":
+            return Place("ACTIVE", 0, from_millis(values[2]))
+        return Place("WAITING", int(values[1]), None, int(values[3]))
+
+    def estimated_wait(self, place: Place) -> int:
+        """Seconds until a waiting place is promoted, from the last minute's promotion rate.
+
+        With no promotion in the last minute, every active user is assumed to use their
+        whole active time, the slowest the line can move.
+        """
+        if place.status != "WAITING":
+            return 0
+        if place.promoted_last_minute:
+            return math.ceil(place.position * 60 / place.promoted_last_minute)
+        batches = math.ceil(place.position / max(self.active_limit, 1))
+        return batches * self.active_ttl_ms // 1000
+
+    def promote(self, concert_id: int, now: datetime, batch: int = 1000):
+        """Scheduler only: end expired actives, drop idle waiters, promote the head of line."""
+        keys = [*self.keys(concert_id), f"{self.prefix}:queue:{concert_id}:promotions"]
+        return self._promote(keys=keys, args=[millis(now), self.active_limit,
+                                              self.active_ttl_ms, self.idle_ttl_ms, batch])
+
+    def leave(self, concert_id: int, user_id: int):
+        """End a user's token for a concert (after they paid)."""
+        return self._leave(keys=self.keys(concert_id), args=[user_id])
