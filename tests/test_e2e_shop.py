@@ -12,8 +12,8 @@ import redis
 from db.models import Coupon, Job, Order, PointWallet, Product, User, UserCoupon
 from jobs.clock import utcnow
 from tests.loadclient import post_many, wait_all
+from tests.shop_fixtures import bulk_users
 from tests.support import Stack
-from web.auth import Tokens
 
 pytestmark = pytest.mark.e2e
 
@@ -25,23 +25,6 @@ def shop_stack(process_env):
     s.start_worker(processes=2, threads=8)
     yield s
     s.stop()
-
-
-def bulk_users(database, settings, prefix: str, count: int, balance: int = 0) -> list[str]:
-    """``count`` users created straight in the database; their access tokens."""
-    now = utcnow()
-    with database.connection_context(), database.atomic():
-        rows = [{"username": f"{prefix}{n}", "password_hash": "x", "created_at": now}
-                for n in range(count)]
-        for start in range(0, count, 1000):
-            User.insert_many(rows[start:start + 1000]).execute()
-        ids = [u.id for u in User.select(User.id).where(User.username.startswith(prefix))
-               .order_by(User.id)]
-        for start in range(0, count, 1000):
-            PointWallet.insert_many([{"user": uid, "balance": balance, "updated_at": now}
-                                     for uid in ids[start:start + 1000]]).execute()
-    tokens = Tokens(settings.jwt_secret, 3600, 3600, None, settings.redis_prefix)
-    return [tokens.issue(uid)["access_token"] for uid in ids]
 
 
 def make_coupon(database, stock: int) -> int:

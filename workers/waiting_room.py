@@ -10,6 +10,8 @@ Reads (``status``) never move anyone: they only record that a waiting user is st
 polling. Promotion, expiry of active users and removal of idle waiting users happen in
 :meth:`WaitingRoom.promote`, which only the scheduler runs.
 
+(A Lua ``false`` inside a reply would cut it short, so "no value" is ``''``.)
+
 Methods return the script's raw reply, or an awaitable of it when the client is
 ``redis.asyncio``; ``parse_*`` turns a reply into plain values.
 """
@@ -33,7 +35,7 @@ if held then
   local seen = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or 0)
   if rank and seen >= now - tonumber(ARGV[7]) then
     redis.call('ZADD', KEYS[3], now, ARGV[1])
-    return {held, 'WAITING', rank + 1, false, 0}
+    return {held, 'WAITING', rank + 1, '', 0}
   end
   -- expired (active time over, or idle too long) but not swept yet: start afresh
   redis.call('ZREM', KEYS[1], ARGV[1])
@@ -48,7 +50,7 @@ if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) < limit th
 end
 redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[5]), ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
-return {ARGV[2], 'WAITING', redis.call('ZRANK', KEYS[1], ARGV[1]) + 1, false, 1}
+return {ARGV[2], 'WAITING', redis.call('ZRANK', KEYS[1], ARGV[1]) + 1, '', 1}
 """
 
 _STATUS = """
@@ -63,7 +65,7 @@ local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
 local seen = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not rank or (seen and tonumber(seen) < now - idle) then return {'EXPIRED'} end
 if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], now, ARGV[1]) end
-return {'WAITING', rank + 1, false, redis.call('ZCOUNT', KEYS[5], now - 60000, '+inf')}
+return {'WAITING', rank + 1, '', redis.call('ZCOUNT', KEYS[5], now - 60000, '+inf')}
 """
 
 _PROMOTE = """
