@@ -67,8 +67,10 @@ async def take_token(request: web.Request) -> web.Response:
     """``POST /queue/tokens``: 201 with a new place in line, 200 with the one already held."""
     user_id = await require_user(request)
     body = await read_json(request, JOIN)
-    await request.app[DB](concerts.require_concert, body["concert_id"])
     room = request.app[ROOM]
+    # A concert that already has a line exists; only a new one costs a database read.
+    if not await room.client.sismember(room.concerts_key, body["concert_id"]):
+        await request.app[DB](concerts.require_concert, body["concert_id"])
     token = request.app[TOKENS].issue_queue_token(user_id, body["concert_id"])
     place = room.parse_join(await room.join(body["concert_id"], user_id, token, utcnow()))
     return json_response({"token": place.token, "status": place.status,

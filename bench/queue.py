@@ -1,0 +1,184 @@
+"""Waiting-room and ticket-open load generator.
+
+Starts its own web process and workers on a scratch database, then:
+
+1. fill: 100,000 users take a queue token for one concert (the room's active limit is
+   100, so 99,900 wait). The first ``--http-joins`` go through ``POST /queue/tokens``,
+   timed with wrk; the rest are joined straight in Redis, to keep the run short.
+2. poll: waiting users poll ``GET /queue/tokens/me`` (wrk, rotating credentials);
+   prints requests/s and latency percentiles at 4, 16 and 64 connections.
+3. ticket open: ``--racers`` active users each try to hold a random one of the 50 seats
+   of a date at once; prints the time until every job is terminal, jobs/s, and checks
+   that no seat has two holders.
+
+Usage: ``python -m bench.queue [--tokens N] [--http-joins N] [--seconds S]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import subprocess
+import tempfile
+import time
+from datetime import date
+
+import redis
+
+from bench.common import machine, scratch_env
+from db.connection import connect_database
+from db.models import PointWallet, Reservation, User
+from jobs import concerts
+from jobs.clock import utcnow
+from tests.loadclient import post_many
+from tests.support import Stack
+from web.auth import Tokens
+from workers.waiting_room import WaitingRoom
+
+DAY = date(2027, 6, 1)
+
+
+def make_users(database, count: int) -> list[int]:
+    """``count`` users inserted in bulk; their ids."""
+    now = utcnow()
+    with database.connection_context(), database.atomic():
+        for start in range(0, count, 5000):
+            User.insert_many([{"username": f"q{n}", "password_hash": "x", "created_at": now}
+                              for n in range(start, min(count, start + 5000))]).execute()
+        ids = [u for (u,) in User.select(User.id).order_by(User.id).tuples()]
+        for start in range(0, count, 5000):
+            PointWallet.insert_many([{"user": uid, "balance": 0, "updated_at": now}
+                                     for uid in ids[start:start + 5000]]).execute()
+    return ids
+
+
+def run_wrk(base: str, lua: str, seconds: int, connections: int) -> str:
+    """Run wrk with ``lua`` as its script; its output."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    try:
+        return subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+             base], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(script.name)
+
+
+def summary(out: str) -> str:
+    """requests/s, non-2xx count and latency percentiles from wrk's output."""
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    return (f"{float(rate):,.0f} req/s, p50={pct.get('50')} p90={pct.get('90')} "
+            f"p99={pct.get('99')}, non-2xx={errors.group(1) if errors else 0}")
+
+
+def lua_requests(method: str, path: str, headers: list[dict[str, str]], body: str = "") -> str:
+    """A wrk script cycling through one header set per request."""
+    rows = ",\n".join("{" + ", ".join(f'["{k}"]="{v}"' for k, v in h.items()) + "}"
+                      for h in headers)
+    return f"""
+local sets = {{{rows}}}
+local n = 0
+request = function()
+  n = n + 1
+  local h = sets[(n % #sets) + 1]
+  h["Content-Type"] = "application/json"
+  return wrk.format("{method}", "{path}", h, '{body}')
+end
+"""
+
+
+def main() -> None:
+    """Run the three phases and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, default=100_000)
+    parser.add_argument("--http-joins", type=int, default=10_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--racers", type=int, default=500)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with scratch_env(QUEUE_ACTIVE_LIMIT="100") as env:
+        database = connect_database(env["DATABASE_URL"], 4)
+        stack = Stack(env)
+        try:
+            ids = make_users(database, args.tokens + args.racers)
+            with database.connection_context():
+                cid = concerts.create_concert("bench", [(DAY, 0)], utcnow())["id"]
+                racers_cid = concerts.create_concert("open", [(DAY, 0)], utcnow())["id"]
+            client = redis.Redis.from_url(env["REDIS_URL"])
+            tokens = Tokens(env["JWT_SECRET"], 7200, 7200, client, env["REDIS_PREFIX"])
+            bearer = {uid: tokens.issue(uid)["access_token"] for uid in ids}
+            stack.start_web()
+            stack.start_worker(processes=2, threads=8)
+            print(f"processes: 1 web, 2 worker processes x 8 threads; wrk 1 thread; "
+                  f"{args.tokens:,} tokens")
+
+            joiners = ids[:args.http_joins]
+            out = run_wrk(stack.api.base, lua_requests(
+                "POST", "/api/v1/queue/tokens",
+                [{"Authorization": f"Bearer {bearer[u]}"} for u in joiners],
+                f'{{"concert_id":{cid}}}'), args.seconds, 16)
+            print(f"token issue over HTTP (16 connections, {args.seconds}s): {summary(out)}")
+
+            room = WaitingRoom(client, env["REDIS_PREFIX"], 100, 600, 3600)
+            began = time.perf_counter()
+            for start in range(0, args.tokens, 2000):
+                pipe = client.pipeline(transaction=False)
+                proxy = WaitingRoom(pipe, env["REDIS_PREFIX"], 100, 600, 3600)
+                for uid in ids[start:start + 2000]:
+                    proxy.join(cid, uid, tokens.issue_queue_token(uid, cid, 7200), utcnow())
+                pipe.execute()
+            size = client.zcard(room.keys(cid)[0])
+            print(f"fill: {size:,} waiting, {client.zcard(room.keys(cid)[1])} active "
+                  f"(direct joins took {time.perf_counter() - began:.1f}s)")
+
+            held = client.hgetall(room.keys(cid)[3])
+            sample = random.Random(1).sample(ids[:args.tokens], 5000)
+            polls = [{"Authorization": f"Bearer {bearer[u]}",
+                      "Queue-Token": held[str(u).encode()].decode()} for u in sample]
+            for connections in (4, 16, 64):
+                out = run_wrk(stack.api.base, lua_requests("GET", "/api/v1/queue/tokens/me",
+                                                           polls), args.seconds, connections)
+                print(f"position poll ({connections} connections): {summary(out)}")
+
+            racers = ids[args.tokens:]
+            racer_room = WaitingRoom(client, env["REDIS_PREFIX"], 10**6, 600, 3600)
+            qtokens = {}
+            for uid in racers:
+                qtokens[uid] = tokens.issue_queue_token(uid, racers_cid, 7200)
+                racer_room.join(racers_cid, uid, qtokens[uid], utcnow())
+            rng = random.Random(2)
+            requests = [("/reservations", {"concert_id": racers_cid, "date": DAY.isoformat(),
+                                           "seat_no": rng.randint(1, 50)},
+                         {"Authorization": f"Bearer {bearer[u]}", "Queue-Token": qtokens[u]})
+                        for u in racers]
+            with database.connection_context():
+                before = database.execute_sql("SELECT count(*) FROM jobs").fetchone()[0]
+            began = time.perf_counter()
+            replies = asyncio.run(post_many(stack.api.base, requests, concurrency=200))
+            while True:
+                with database.connection_context():
+                    done = database.execute_sql(
+                        "SELECT count(*) FROM jobs WHERE type = 'concert.reserve' AND status IN "
+                        "('succeeded', 'failed')").fetchone()[0]
+                if done >= len(replies) or time.perf_counter() - began > 120:
+                    break
+                time.sleep(0.05)
+            took = time.perf_counter() - began
+            with database.connection_context():
+                seats = [r.seat_no for r in Reservation.select()]
+            ok = len(seats) == len(set(seats)) <= 50
+            print(f"ticket open: {len(racers)} active users, 50 seats: all {done} jobs terminal "
+                  f"in {took:.2f}s = {done / took:,.0f} jobs/s; {len(seats)} seats held, "
+                  f"no seat twice: {'PASS' if ok else 'FAIL'} (jobs before: {before})")
+        finally:
+            stack.stop()
+            database.close_all()
+
+
+if __name__ == "__main__":
+    main()
