@@ -487,6 +487,33 @@ def test_a_user_holds_one_token_per_concert(api, admin, cid):
     assert place_of(api, person, other)["status"] == "ACTIVE"
 
 
+def test_concurrent_joins_get_distinct_gap_free_places(api, cid):
+    # Given ten users and a fresh concert
+    people = [new_person(api) for _ in range(10)]
+    # When they all take a token at once
+    with ThreadPoolExecutor(10) as pool:
+        joined = list(pool.map(lambda p: join(api, p, cid), people))
+    # Then 3 are ACTIVE and the other 7 WAIT at positions 1..7, each once
+    assert sum(j["status"] == "ACTIVE" for j in joined) == ACTIVE_LIMIT
+    waiting = sorted(j["position"] for j in joined if j["status"] == "WAITING")
+    assert waiting == list(range(1, 8))
+    assert len({j["token"] for j in joined}) == 10
+
+
+def test_concurrent_joins_of_one_user_give_one_token(api, cid):
+    # Given one user
+    person = new_person(api)
+    # When they take a token five times at once
+    with ThreadPoolExecutor(5) as pool:
+        replies = list(pool.map(
+            lambda _: api.post("/queue/tokens", {"concert_id": cid}, token=person.token),
+            range(5)))
+    # Then one answer is 201, the others 200, all with the same token and place
+    assert sorted(r.status for r in replies) == [200, 200, 200, 200, 201], replies
+    assert len({r.body["token"] for r in replies}) == 1
+    assert {(r.body["status"], r.body["position"]) for r in replies} == {("ACTIVE", 0)}
+
+
 @pytest.mark.parametrize("concert_id", [999_999_999_999, 2**53])
 def test_token_for_an_unknown_concert_is_404(api, concert_id):
     # Given no such concert
@@ -628,8 +655,8 @@ def test_without_promotion_a_freed_place_is_not_taken(api, room, cid, crowd):
     room.leave(cid, crowd[0].id)
     # When the waiting users poll (and no promotion has run)
     # Then they are still waiting where they were
-    assert (place_of(api, crowd[3], cid)["status"], place_of(api, crowd[3], cid)["position"]) \
-        == ("WAITING", 1)
+    fourth = place_of(api, crowd[3], cid)
+    assert (fourth["status"], fourth["position"]) == ("WAITING", 1)
     assert place_of(api, crowd[4], cid)["position"] == 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from aiohttp import web
@@ -23,12 +24,25 @@ NEW_DATE = {"date": Str(10, 10), "seat_price": Int(0, 100_000_000)}
 MAX_DATES = 60
 
 
-def parse_day(value: str, field: str) -> date:
-    """A ``YYYY-MM-DD`` date."""
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def strict_day(value: str) -> date | None:
+    """A ``YYYY-MM-DD`` date, or None (``date.fromisoformat`` also takes week dates)."""
+    if not _DAY.fullmatch(value):
+        return None
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise InvalidRequest({field: "must be a date, YYYY-MM-DD"}) from None
+        return None
+
+
+def parse_day(value: str, field: str) -> date:
+    """A ``YYYY-MM-DD`` date from a body field; 400 otherwise."""
+    day = strict_day(value)
+    if day is None:
+        raise InvalidRequest({field: "must be a date, YYYY-MM-DD"})
+    return day
 
 
 def _queue_claims(request: web.Request, user_id: int) -> dict:
@@ -38,7 +52,10 @@ def _queue_claims(request: web.Request, user_id: int) -> dict:
                           status=401)
     try:
         claims = request.app[TOKENS].decode(token, "queue")
-    except DomainError:
+    except DomainError as e:
+        if e.code == "TOKEN_EXPIRED":
+            raise DomainError("QUEUE_TOKEN_EXPIRED", "the queue token has expired",
+                              status=410) from None
         raise DomainError("QUEUE_TOKEN_INVALID", "the queue token is not valid",
                           status=401) from None
     if int(claims["sub"]) != user_id or not isinstance(claims.get("cid"), int):
@@ -109,10 +126,9 @@ async def seats(request: web.Request) -> web.Response:
     """``GET /concerts/{id}/dates/{date}/seats`` (ACTIVE token)."""
     concert_id = path_id(request, "concert_id", "CONCERT_NOT_FOUND")
     await require_active(request, concert_id)
-    try:
-        day = date.fromisoformat(request.match_info["date"])
-    except ValueError:
-        raise DomainError("SCHEDULE_NOT_FOUND", "the concert has no such date") from None
+    day = strict_day(request.match_info["date"])
+    if day is None:
+        raise DomainError("SCHEDULE_NOT_FOUND", "the concert has no such date")
     return json_response(await request.app[DB](concerts.seats, concert_id, day, utcnow()))
 
 
