@@ -6,7 +6,7 @@ from datetime import datetime
 
 from db.models import CartItem, Product
 from jobs.errors import DomainError
-from jobs.pagination import decode_id_cursor, page
+from jobs.pagination import id_page
 
 
 def product_view(product: Product, with_description: bool = False) -> dict:
@@ -35,12 +35,7 @@ def get_product(product_id: int) -> dict:
 
 def list_products(limit: int, cursor: str | None) -> dict:
     """Products in catalog order, one page."""
-    query = Product.select()
-    after = decode_id_cursor(cursor)
-    if after is not None:
-        query = query.where(Product.id > after)
-    rows = list(query.order_by(Product.id).limit(limit + 1))
-    items, next_cursor = page(rows, limit, lambda p: (p.id,))
+    items, next_cursor = id_page(Product.select(), Product.id, limit, cursor)
     return {"items": [product_view(p) for p in items], "next_cursor": next_cursor}
 
 

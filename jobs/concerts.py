@@ -17,7 +17,7 @@ from db.models.concerts import SEATS_PER_DATE
 from jobs import points
 from jobs.clock import iso
 from jobs.errors import DomainError
-from jobs.pagination import decode_id_cursor, page
+from jobs.pagination import id_page
 
 HOLD_TTL = timedelta(minutes=5)
 HELD, CONFIRMED, EXPIRED = "HELD", "CONFIRMED", "EXPIRED"
@@ -37,12 +37,7 @@ def create_concert(title: str, dates: list[tuple[date, int]], now: datetime) -> 
 
 def list_concerts(limit: int, cursor: str | None) -> dict:
     """Concerts, one page."""
-    query = Concert.select()
-    after = decode_id_cursor(cursor)
-    if after is not None:
-        query = query.where(Concert.id > after)
-    rows = list(query.order_by(Concert.id).limit(limit + 1))
-    items, next_cursor = page(rows, limit, lambda c: (c.id,))
+    items, next_cursor = id_page(Concert.select(), Concert.id, limit, cursor)
     return {"items": [{"id": c.id, "title": c.title} for c in items], "next_cursor": next_cursor}
 
 

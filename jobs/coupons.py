@@ -12,7 +12,7 @@ import peewee
 from db.models import Coupon, UserCoupon
 from jobs.clock import iso
 from jobs.errors import DomainError
-from jobs.pagination import decode_id_cursor, page
+from jobs.pagination import id_page
 
 
 def coupon_view(c: Coupon) -> dict:
@@ -41,12 +41,7 @@ def get_coupon(coupon_id: int) -> Coupon:
 
 def list_coupons(limit: int, cursor: str | None) -> dict:
     """Coupons, one page."""
-    query = Coupon.select()
-    after = decode_id_cursor(cursor)
-    if after is not None:
-        query = query.where(Coupon.id > after)
-    rows = list(query.order_by(Coupon.id).limit(limit + 1))
-    items, next_cursor = page(rows, limit, lambda c: (c.id,))
+    items, next_cursor = id_page(Coupon.select(), Coupon.id, limit, cursor)
     return {"items": [coupon_view(c) for c in items], "next_cursor": next_cursor}
 
 
@@ -79,11 +74,7 @@ def my_coupons(user_id: int, limit: int, cursor: str | None) -> dict:
     """The user's coupons, newest first."""
     query = (UserCoupon.select(UserCoupon, Coupon).join(Coupon)
              .where(UserCoupon.user == user_id))
-    after = decode_id_cursor(cursor)
-    if after is not None:
-        query = query.where(UserCoupon.id < after)
-    rows = list(query.order_by(UserCoupon.id.desc()).limit(limit + 1))
-    items, next_cursor = page(rows, limit, lambda u: (u.id,))
+    items, next_cursor = id_page(query, UserCoupon.id, limit, cursor, newest_first=True)
     return {"items": [{
         "user_coupon_id": u.id, "coupon_id": u.coupon.id, "name": u.coupon.name,
         "discount_type": u.coupon.discount_type, "discount_value": u.coupon.discount_value,

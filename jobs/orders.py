@@ -14,7 +14,7 @@ from jobs import outbox, points
 from jobs.catalog import products_by_id
 from jobs.clock import iso
 from jobs.errors import DomainError
-from jobs.pagination import decode_id_cursor, page
+from jobs.pagination import id_page
 
 ORDER_TTL = timedelta(minutes=5)
 NOT_PAID, PAID, EXPIRED = "NOT_PAID", "PAID", "EXPIRED"
@@ -173,12 +173,8 @@ def get_order(user_id: int, order_id: int) -> dict:
 
 def list_orders(user_id: int, limit: int, cursor: str | None) -> dict:
     """The user's orders, newest first, with items."""
-    query = Order.select().where(Order.user == user_id)
-    after = decode_id_cursor(cursor)
-    if after is not None:
-        query = query.where(Order.id < after)
-    rows = list(query.order_by(Order.id.desc()).limit(limit + 1))
-    orders, next_cursor = page(rows, limit, lambda o: (o.id,))
+    orders, next_cursor = id_page(Order.select().where(Order.user == user_id), Order.id, limit,
+                                  cursor, newest_first=True)
     items: dict[int, list[OrderItem]] = {o.id: [] for o in orders}
     if orders:
         for item in OrderItem.select().where(OrderItem.order.in_(list(items))):

@@ -47,3 +47,13 @@ def page(items: list[Any], limit: int, key) -> tuple[list[Any], str | None]:
         return items, None
     items = items[:limit]
     return items, encode_cursor(*key(items[-1]))
+
+
+def id_page(query, id_field, limit: int, cursor: str | None, newest_first: bool = False):
+    """One page of ``query`` keyed by an integer id: ``(rows, next_cursor)``."""
+    after = decode_id_cursor(cursor)
+    if after is not None:
+        query = query.where(id_field < after if newest_first else id_field > after)
+    order = id_field.desc() if newest_first else id_field.asc()
+    rows = list(query.order_by(order).limit(limit + 1))
+    return page(rows, limit, lambda row: (getattr(row, id_field.name),))

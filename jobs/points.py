@@ -13,7 +13,7 @@ from db.connection import database, execute
 from db.models import PointHistory, PointWallet
 from jobs.clock import iso
 from jobs.errors import DomainError
-from jobs.pagination import decode_id_cursor, page
+from jobs.pagination import id_page
 
 MAX_BALANCE = 10_000_000
 CHARGE, USE, REFUND = "CHARGE", "USE", "REFUND"
@@ -82,12 +82,8 @@ def balance(user_id: int) -> dict:
 
 def history(user_id: int, limit: int, cursor: str | None) -> dict:
     """The user's point movements, newest first, one page."""
-    query = PointHistory.select().where(PointHistory.user == user_id)
-    after = decode_id_cursor(cursor)
-    if after is not None:
-        query = query.where(PointHistory.id < after)
-    rows = list(query.order_by(PointHistory.id.desc()).limit(limit + 1))
-    items, next_cursor = page(rows, limit, lambda h: (h.id,))
+    items, next_cursor = id_page(PointHistory.select().where(PointHistory.user == user_id),
+                                 PointHistory.id, limit, cursor, newest_first=True)
     return {
         "items": [
             {
