@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -493,6 +494,19 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
+def code_version() -> str:
+    """The commit measured, and which files differ from it (benchmarks of a dirty tree)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+                              ).stdout
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no")
+             .splitlines()]
+    return git("rev-parse", "--short", "HEAD").strip() + (
+        f" + uncommitted changes in {', '.join(dirty)}" if dirty else " (clean)")
+
+
 def parse_args() -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -520,6 +534,7 @@ def main() -> None:
     """Run the phases and print the figures; exit 1 if an invariant fails."""
     args = parse_args()
     print(f"machine: {machine()}")
+    print(f"code: {code_version()}")
     print(f"processes: 1 web; {args.worker_processes} worker processes x "
           f"{args.worker_threads} threads; no scheduler; load generator: 1 process "
           f"(burst {args.connections} connections, orders {args.clients} clients); "

@@ -63,21 +63,29 @@ def record_job(
     raise DomainError("INTERNAL_ERROR", "could not record the job")
 
 
-def record_jobs(commands: list[tuple[int, str, dict[str, Any]]], now: datetime) -> list[Job]:
-    """Record many keyless commands ``(user_id, type, payload)`` in one statement."""
+def record_jobs(
+    commands: list[tuple[int, str, dict[str, Any], dict | None]], now: datetime
+) -> list[Job]:
+    """Record many keyless commands ``(user_id, type, payload, error)`` in one statement.
+
+    A command with an ``error`` was refused before it could run (at the door): it is
+    recorded already ``failed``, and is never sent.
+    """
     rows = [
         {
             "id": uuid.uuid4(),
             "user_id": user_id,
             "type": job_type,
-            "status": JobStatus.QUEUED,
+            "status": JobStatus.FAILED if error else JobStatus.QUEUED,
             "payload": payload,
             "request_hash": request_hash(job_type, payload),
+            "error": error,
             "attempts": 0,
-            "sent": False,
+            "sent": bool(error),
             "created_at": now,
+            "finished_at": now if error else None,
         }
-        for user_id, job_type, payload in commands
+        for user_id, job_type, payload, error in commands
     ]
     with database.atomic():
         Job.insert_many(rows).execute()

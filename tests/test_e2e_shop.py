@@ -59,7 +59,12 @@ def test_10000_users_race_for_100_coupons(shop_stack, database, settings):
     with database.connection_context():
         assert Coupon.get_by_id(coupon_id).issued == 100
         holders = [u.user_id for u in UserCoupon.select().where(UserCoupon.coupon == coupon_id)]
+        # ... and every loser was turned away at the door: no worker ever ran it
+        ids = [b["id"] for _, b in replies]
+        never_delivered = Job.select().where(Job.id.in_(ids) & (Job.attempts == 0)
+                                             & (Job.status == "failed")).count()
     assert len(holders) == len(set(holders)) == 100
+    assert never_delivered == 9_900
 
 
 def test_one_user_sending_20_at_once_gets_one(shop_stack, database, settings):

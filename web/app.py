@@ -23,6 +23,7 @@ from web.views import concerts, coupons, jobs, ops, points, shop, users
 from web.views.ops import REDIS
 from web.views.users import SETTINGS
 from workers.bootstrap import make_waiting_room
+from workers.coupon_gate import CouponGate
 
 log = logging.getLogger(__name__)
 API = "/api/v1"
@@ -116,6 +117,7 @@ def create_app(
         settings.phone_code_rate_window,
     )
     app[concerts.ROOM] = make_waiting_room(client, settings)
+    app[coupons.COUPON_GATE] = CouponGate(client, settings.redis_prefix)
     add_routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -27,7 +27,7 @@ from jobs.errors import DomainError, InvalidRequest
 from web.db import DbExecutor
 from web.responses import json_response
 from workers.broker import send_jobs
-from workers.events import done_channel
+from workers.events import counters_key, done_channel
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,11 @@ class JobGateway:
         self.broker = broker
         self.redis = client
         self.channel = done_channel(prefix)
+        self.counters = counters_key(prefix)
         self.clock = clock
         self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
         self._sent: list = []
-        self._pending: list[tuple[int, str, dict, asyncio.Future]] = []
+        self._pending: list[tuple[int, str, dict, dict | None, asyncio.Future]] = []
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -78,15 +79,25 @@ class JobGateway:
     # -- submitting -------------------------------------------------------------------
 
     async def submit(
-        self, request: web.Request, user_id: int, job_type: str, payload: dict[str, Any]
+        self,
+        request: web.Request,
+        user_id: int,
+        job_type: str,
+        payload: dict[str, Any],
+        refusal: DomainError | None = None,
     ) -> web.Response:
-        """Record and enqueue a command; answer 202 (or 200 with a terminal job)."""
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not _KEY.fullmatch(key):
-            raise InvalidRequest({"Idempotency-Key": "must be 1..64 visible ASCII characters"})
+        """Record and enqueue a command; answer 202 (or 200 with a terminal job).
+
+        With a ``refusal`` (decided at the door, for a request without an
+        Idempotency-Key), the job is recorded already failed and never sent.
+        """
+        key = idempotency_key(request)
         wait = prefer_wait(request.headers.get("Prefer"))
         if key is None:
-            job, created = await self._submit_batched(user_id, job_type, payload), True
+            error = refusal.as_dict() if refusal else None
+            job, created = await self._submit_batched(user_id, job_type, payload, error), True
+            if error:  # counted with the workers' outcomes, for /metrics
+                await self.redis.hincrby(self.counters, f"{job_type}|failed", 1)
         else:
             job, created = await self.db(self._record_and_send, user_id, job_type, payload, key)
         if created:
@@ -95,7 +106,7 @@ class JobGateway:
                                             "user_id": user_id})
         if wait and not records.is_terminal(job):
             job = await self.wait(str(job.id), user_id, wait)
-        return job_response(job)
+        return job_response(job, answer_terminal=bool(wait) or not created)
 
     def _record_and_send(
         self, user_id: int, job_type: str, payload: dict, key: str | None
@@ -118,9 +129,11 @@ class JobGateway:
             # Some were already picked up, so they were delivered: keep them all; the
             # re-send sweep delivers any that were not.
 
-    async def _submit_batched(self, user_id: int, job_type: str, payload: dict) -> Job:
+    async def _submit_batched(
+        self, user_id: int, job_type: str, payload: dict, error: dict | None
+    ) -> Job:
         accepted = asyncio.get_running_loop().create_future()
-        self._pending.append((user_id, job_type, payload, accepted))
+        self._pending.append((user_id, job_type, payload, error, accepted))
         self._arrived.set()
         return await accepted
 
@@ -135,9 +148,11 @@ class JobGateway:
                 task = asyncio.create_task(self._write_batch(batch))
                 task.add_done_callback(lambda _: slots.release())
 
-    async def _write_batch(self, batch: list[tuple[int, str, dict, asyncio.Future]]) -> None:
+    async def _write_batch(
+        self, batch: list[tuple[int, str, dict, dict | None, asyncio.Future]]
+    ) -> None:
         try:
-            jobs = await self.db(self._record_and_send_many, [item[:3] for item in batch])
+            jobs = await self.db(self._record_and_send_many, [item[:4] for item in batch])
         except Exception as e:
             for *_, accepted in batch:
                 if not accepted.done():
@@ -146,12 +161,15 @@ class JobGateway:
         for (*_, accepted), job in zip(batch, jobs, strict=True):
             if not accepted.done():
                 accepted.set_result(job)
-        self._sent.extend(job.id for job in jobs)
+        self._sent.extend(job.id for job in jobs if job.error is None)
         log.info("jobs accepted", extra={"jobs": len(jobs)})
 
-    def _record_and_send_many(self, commands: list[tuple[int, str, dict]]) -> list[Job]:
+    def _record_and_send_many(self, commands: list[tuple[int, str, dict, dict | None]]
+                              ) -> list[Job]:
         jobs = records.record_jobs(commands, self.clock.now())
-        self._send(jobs)
+        runnable = [job for job in jobs if job.error is None]
+        if runnable:
+            self._send(runnable)
         return jobs
 
     async def _flush_sent_forever(self) -> None:
@@ -209,6 +227,14 @@ class JobGateway:
                 await asyncio.sleep(1)
 
 
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's ``Idempotency-Key`` (1..64 visible ASCII characters), if any."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _KEY.fullmatch(key):
+        raise InvalidRequest({"Idempotency-Key": "must be 1..64 visible ASCII characters"})
+    return key
+
+
 def prefer_wait(header: str | None) -> int:
     """Seconds asked for by ``Prefer: wait=N`` (capped at 30; absent or malformed is 0)."""
     if not header:
@@ -217,10 +243,14 @@ def prefer_wait(header: str | None) -> int:
     return min(int(match.group(1)), MAX_WAIT) if match else 0
 
 
-def job_response(job: Job) -> web.Response:
-    """200 with a terminal job; 202 + ``Location`` + ``Retry-After`` otherwise."""
+def job_response(job: Job, answer_terminal: bool = True) -> web.Response:
+    """200 with a terminal job; 202 + ``Location`` + ``Retry-After`` otherwise.
+
+    A new command answers 202 even when it is already terminal (refused at the door),
+    unless the client asked to wait for the outcome.
+    """
     location = f"/api/v1/jobs/{job.id}"
-    if records.is_terminal(job):
+    if records.is_terminal(job) and answer_terminal:
         return json_response(records.job_view(job), 200, {"Location": location})
     return json_response(records.job_view(job), 202, {"Location": location, "Retry-After": "1"})
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from db.models import Coupon
 from jobs import coupons
 from jobs.errors import DomainError
 
@@ -66,19 +67,32 @@ class CouponGate:
         base = f"{self.prefix}:coupon:{coupon_id}"
         return [base, f"{base}:holders"]
 
-    def admit(self, coupon_id: int, user_id: int, now: datetime) -> str:
-        """``ok`` (counted down), ``known`` (let the database decide); refusals raise."""
-        keys = self.keys(coupon_id)
-        verdict = self._decode(self._pass(keys=keys, args=[user_id, _unix(now)]))
-        if verdict == "unknown":
-            coupon, holders = coupons.gate_state(coupon_id)
-            self._load(keys=keys, args=[coupon.stock - coupon.issued, _unix(coupon.starts_at),
-                                        _unix(coupon.ends_at), *holders])
-            verdict = self._decode(self._pass(keys=keys, args=[user_id, _unix(now)]))
+    def try_pass(self, coupon_id: int, user_id: int, now: datetime):
+        """Run the gate once; the raw verdict (an awaitable on an asyncio client)."""
+        return self._pass(keys=self.keys(coupon_id), args=[user_id, _unix(now)])
+
+    def load(self, coupon: Coupon, holders: list[int]):
+        """Rebuild a missing gate from the database's state (awaitable on asyncio)."""
+        return self._load(keys=self.keys(coupon.id), args=[
+            coupon.stock - coupon.issued, _unix(coupon.starts_at), _unix(coupon.ends_at),
+            *holders])
+
+    @staticmethod
+    def judge(reply) -> str:
+        """``ok``, ``known`` or ``unknown`` from a raw verdict; the two refusals raise."""
+        verdict = reply.decode() if isinstance(reply, bytes) else reply
         if verdict == "not_active":
             raise DomainError("COUPON_NOT_ACTIVE", "this coupon cannot be issued now")
         if verdict == "sold_out":
             raise DomainError("COUPON_SOLD_OUT", "no coupons left")
+        return verdict
+
+    def admit(self, coupon_id: int, user_id: int, now: datetime) -> str:
+        """``ok`` (counted down) or ``known`` (let the database decide); refusals raise."""
+        verdict = self.judge(self.try_pass(coupon_id, user_id, now))
+        if verdict == "unknown":
+            self.load(*coupons.gate_state(coupon_id))
+            verdict = self.judge(self.try_pass(coupon_id, user_id, now))
         return verdict
 
     def give_back(self, coupon_id: int, user_id: int) -> None:
@@ -94,7 +108,3 @@ class CouponGate:
     def forget(self, coupon_id: int) -> None:
         """Drop the gate's state (it is rebuilt from the database on next use)."""
         self.client.delete(*self.keys(coupon_id))
-
-    @staticmethod
-    def _decode(value) -> str:
-        return value.decode() if isinstance(value, bytes) else value

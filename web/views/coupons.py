@@ -6,13 +6,14 @@ from aiohttp import web
 
 from jobs import coupons
 from jobs.clock import utcnow
-from jobs.errors import InvalidRequest
+from jobs.errors import DomainError, InvalidRequest
 from web.auth import require_admin, require_user
-from web.commands import DB, GATEWAY
+from web.commands import DB, GATEWAY, idempotency_key
 from web.responses import json_response
 from web.validation import Int, Str, page_params, parse_time, path_id, read_json
-from web.views.ops import REDIS
-from web.views.users import SETTINGS
+from workers.coupon_gate import CouponGate
+
+COUPON_GATE = web.AppKey("coupon_gate", CouponGate)
 
 NEW_COUPON = {
     "name": Str(1, 200),
@@ -51,12 +52,23 @@ async def issue_coupon(request: web.Request) -> web.Response:
     user_id = await require_user(request)
     coupon_id = path_id(request, "coupon_id", "COUPON_NOT_FOUND")
     await read_json(request, {})
-    # A coupon the gate already knows exists; only an unknown one costs a database read.
-    gate_key = f"{request.app[SETTINGS].redis_prefix}:coupon:{coupon_id}"
-    if not await request.app[REDIS].exists(gate_key):
-        await request.app[DB](coupons.get_coupon, coupon_id)
+    refusal = None
+    if idempotency_key(request) is None:
+        # The gate turns away, at the door, a request that cannot win: it becomes a job
+        # recorded already failed, and no worker or coupon row is touched for it.
+        gate, now = request.app[COUPON_GATE], utcnow()
+        try:
+            if gate.judge(await gate.try_pass(coupon_id, user_id, now)) == "unknown":
+                await gate.load(*await request.app[DB](coupons.gate_state, coupon_id))
+                gate.judge(await gate.try_pass(coupon_id, user_id, now))
+        except DomainError as e:
+            if e.code == "COUPON_NOT_FOUND":
+                raise
+            refusal = e
+    else:
+        await request.app[DB](coupons.get_coupon, coupon_id)  # 404 for an unknown coupon
     return await request.app[GATEWAY].submit(request, user_id, "coupons.issue",
-                                             {"coupon_id": coupon_id})
+                                             {"coupon_id": coupon_id}, refusal)
 
 
 async def my_coupons(request: web.Request) -> web.Response:
