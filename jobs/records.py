@@ -64,16 +64,16 @@ def record_job(
 
 
 def record_jobs(
-    commands: list[tuple[int, str, dict[str, Any], dict | None]], now: datetime
+    commands: list[tuple[uuid.UUID, int, str, dict[str, Any], dict | None]], now: datetime
 ) -> list[Job]:
-    """Record many keyless commands ``(user_id, type, payload, error)`` in one statement.
+    """Record many keyless commands ``(id, user_id, type, payload, error)`` in one statement.
 
     A command with an ``error`` was refused before it could run (at the door): it is
     recorded already ``failed``, and is never sent.
     """
     rows = [
         {
-            "id": uuid.uuid4(),
+            "id": job_id,
             "user_id": user_id,
             "type": job_type,
             "status": JobStatus.FAILED if error else JobStatus.QUEUED,
@@ -85,7 +85,7 @@ def record_jobs(
             "created_at": now,
             "finished_at": now if error else None,
         }
-        for user_id, job_type, payload, error in commands
+        for job_id, user_id, job_type, payload, error in commands
     ]
     with database.atomic():
         Job.insert_many(rows).execute()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -57,7 +58,7 @@ class JobGateway:
         self.clock = clock
         self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
         self._sent: list = []
-        self._pending: list[tuple[int, str, dict, dict | None, asyncio.Future]] = []
+        self._pending: list[tuple[uuid.UUID, int, str, dict, dict | None, asyncio.Future]] = []
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -95,7 +96,19 @@ class JobGateway:
         wait = prefer_wait(request.headers.get("Prefer"))
         if key is None:
             error = refusal.as_dict() if refusal else None
-            job, created = await self._submit_batched(user_id, job_type, payload, error), True
+            job_id = uuid.uuid4()
+            # Listen before the job exists, so its outcome cannot slip by unnoticed.
+            woken = self._listen_for(str(job_id)) if wait and not error else None
+            try:
+                job = await self._submit_batched(job_id, user_id, job_type, payload, error)
+                created = True
+                if woken is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken, wait)
+                    job = await self.db(records.get_job, str(job_id), user_id)
+            finally:
+                if woken is not None:
+                    self._stop_listening(str(job_id), woken)
             if error:  # counted with the workers' outcomes, for /metrics
                 await self.redis.hincrby(self.counters, f"{job_type}|failed", 1)
         else:
@@ -130,10 +143,10 @@ class JobGateway:
             # re-send sweep delivers any that were not.
 
     async def _submit_batched(
-        self, user_id: int, job_type: str, payload: dict, error: dict | None
+        self, job_id: uuid.UUID, user_id: int, job_type: str, payload: dict, error: dict | None
     ) -> Job:
         accepted = asyncio.get_running_loop().create_future()
-        self._pending.append((user_id, job_type, payload, error, accepted))
+        self._pending.append((job_id, user_id, job_type, payload, error, accepted))
         self._arrived.set()
         return await accepted
 
@@ -149,10 +162,10 @@ class JobGateway:
                 task.add_done_callback(lambda _: slots.release())
 
     async def _write_batch(
-        self, batch: list[tuple[int, str, dict, dict | None, asyncio.Future]]
+        self, batch: list[tuple[uuid.UUID, int, str, dict, dict | None, asyncio.Future]]
     ) -> None:
         try:
-            jobs = await self.db(self._record_and_send_many, [item[:4] for item in batch])
+            jobs = await self.db(self._record_and_send_many, [item[:5] for item in batch])
         except Exception as e:
             for *_, accepted in batch:
                 if not accepted.done():
@@ -164,8 +177,9 @@ class JobGateway:
         self._sent.extend(job.id for job in jobs if job.error is None)
         log.info("jobs accepted", extra={"jobs": len(jobs)})
 
-    def _record_and_send_many(self, commands: list[tuple[int, str, dict, dict | None]]
-                              ) -> list[Job]:
+    def _record_and_send_many(
+        self, commands: list[tuple[uuid.UUID, int, str, dict, dict | None]]
+    ) -> list[Job]:
         jobs = records.record_jobs(commands, self.clock.now())
         runnable = [job for job in jobs if job.error is None]
         if runnable:
@@ -187,13 +201,25 @@ class JobGateway:
 
     # -- waiting ----------------------------------------------------------------------
 
+    def _listen_for(self, job_id: str) -> asyncio.Future:
+        """A future the listener resolves when ``job_id`` turns terminal."""
+        woken = asyncio.get_running_loop().create_future()
+        self._waiters[job_id].add(woken)
+        return woken
+
+    def _stop_listening(self, job_id: str, woken: asyncio.Future) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None:
+            waiters.discard(woken)
+            if not waiters:
+                del self._waiters[job_id]
+
     async def wait(self, job_id: str, user_id: int, timeout: float) -> Job:
         """The job once terminal, or as it is after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            woken = loop.create_future()
-            self._waiters[job_id].add(woken)
+            woken = self._listen_for(job_id)
             try:
                 job = await self.db(records.get_job, job_id, user_id)
                 remaining = deadline - loop.time()
@@ -203,11 +229,7 @@ class JobGateway:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken, min(remaining, 1.0))
             finally:
-                waiters = self._waiters.get(job_id)
-                if waiters is not None:
-                    waiters.discard(woken)
-                    if not waiters:
-                        del self._waiters[job_id]
+                self._stop_listening(job_id, woken)
 
     async def _listen(self) -> None:
         while True:
