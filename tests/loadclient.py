@@ -35,6 +35,9 @@ async def wait_all(base: str, jobs: list[tuple[str, str]], timeout: float = 60) 
                     f"/api/v1/jobs/{job_id}?wait=5", headers={"Authorization": f"Bearer {token}"}
                 ) as r:
                     job = await r.json()
+                if r.status == 503:  # a dependency hiccup: ask again
+                    await asyncio.sleep(0.2)
+                    continue
                 if job["status"] in ("succeeded", "failed") or loop.time() > deadline:
                     return job
 

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import peewee
 
+from db.connection import TRANSIENT_ERRORS
+
 T = TypeVar("T")
 
 
@@ -26,8 +28,16 @@ class DbExecutor:
         return await loop.run_in_executor(self.pool, partial(self._run, fn, args, kwargs))
 
     def _run(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
-        with self.database.connection_context():
-            return fn(*args, **kwargs)
+        try:
+            with self.database.connection_context():
+                return fn(*args, **kwargs)
+        except TRANSIENT_ERRORS:
+            # A lost connection usually means the server dropped them all (a restart):
+            # discard the idle ones too, so only the calls in flight see the fault.
+            close_idle = getattr(self.database, "close_idle", None)
+            if close_idle:
+                close_idle()
+            raise
 
     def close(self) -> None:
         """Stop the pool threads and close pooled connections."""
