@@ -414,7 +414,7 @@ def test_prefer_wait_answers_202_when_the_job_is_not_done_in_time(api, token, pa
     assert reply.status == 202, reply
     assert reply.headers["location"] == f"/api/v1/jobs/{reply.body['id']}"
     assert reply.body["status"] == "queued"
-    assert time.monotonic() - started >= 0.9
+    assert 0.9 <= time.monotonic() - started < 1.9  # held once, not twice
 
 
 def test_idempotent_replay_of_an_unfinished_job_is_202(api, token, paused_worker):

@@ -94,32 +94,29 @@ class JobGateway:
         """
         key = idempotency_key(request)
         wait = prefer_wait(request.headers.get("Prefer"))
-        if key is None:
-            error = refusal.as_dict() if refusal else None
-            job_id = uuid.uuid4()
-            # Listen before the job exists, so its outcome cannot slip by unnoticed.
-            woken = self._listen_for(str(job_id)) if wait and not error else None
-            try:
-                job = await self._submit_batched(job_id, user_id, job_type, payload, error)
-                created = True
-                if woken is not None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(woken, wait)
-                    job = await self.db(records.get_job, str(job_id), user_id)
-            finally:
-                if woken is not None:
-                    self._stop_listening(str(job_id), woken)
-            if error:  # counted with the workers' outcomes, for /metrics
-                await self.redis.hincrby(self.counters, f"{job_type}|failed", 1)
-        else:
+        if key is not None:
             job, created = await self.db(self._record_and_send, user_id, job_type, payload, key)
-        if created:
-            self._sent.append(job.id)
-            log.info("job accepted", extra={"job_id": str(job.id), "job_type": job_type,
-                                            "user_id": user_id})
-        if wait and not records.is_terminal(job):
-            job = await self.wait(str(job.id), user_id, wait)
-        return job_response(job, answer_terminal=bool(wait) or not created)
+            if created:
+                self._sent.append(job.id)
+            if wait and not records.is_terminal(job):
+                job = await self.wait(str(job.id), user_id, wait)
+            return job_response(job, answer_terminal=bool(wait) or not created)
+        error = refusal.as_dict() if refusal else None
+        job_id = uuid.uuid4()
+        # Listen before the job exists, so its outcome cannot slip by unnoticed.
+        woken = self._listen_for(str(job_id)) if wait and not error else None
+        try:
+            job = await self._submit_batched(job_id, user_id, job_type, payload, error)
+            if woken is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken, wait)
+                job = await self.db(records.get_job, str(job_id), user_id)
+        finally:
+            if woken is not None:
+                self._stop_listening(str(job_id), woken)
+        if error:  # counted with the workers' outcomes, for /metrics
+            await self.redis.hincrby(self.counters, f"{job_type}|failed", 1)
+        return job_response(job, answer_terminal=bool(wait))
 
     def _record_and_send(
         self, user_id: int, job_type: str, payload: dict, key: str | None
