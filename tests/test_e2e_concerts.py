@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from datetime import date
 
-import jwt
 import pytest
 
 from db.models import ConcertPayment, PointHistory, PointWallet, Reservation, User
@@ -147,35 +146,3 @@ def test_the_scheduler_promotes_the_next_in_line(concert_stack, database, settin
     gone = api.get("/queue/tokens/me", token=tokens[0], headers={"Queue-Token": queued[0]["token"]})
     assert gone.status == 410
 
-
-def test_1000_users_taking_tokens_at_once_over_http(process_env, database, settings):
-    # Given a room with no free place, so everyone waits
-    import redis
-
-    from workers.waiting_room import WaitingRoom
-
-    stack = Stack({**process_env, "QUEUE_ACTIVE_LIMIT": "0"})
-    stack.start_web()
-    try:
-        tokens = bulk_users(database, settings, "crowd_", 1_000)
-        cid = new_concert(database)
-        # When 1,000 users take a token at once
-        queued = queue_tokens(stack.api.base, tokens, cid)
-    finally:
-        stack.stop()
-    # Then positions 1..1,000 are each given exactly once
-    assert {q["status"] for q in queued} == {"WAITING"}
-    assert sorted(q["position"] for q in queued) == list(range(1, 1_001))
-    # ... and promotion takes them in that order, never past the limit
-    room = WaitingRoom(redis.Redis.from_url(settings.redis_url), settings.redis_prefix, 10,
-                       600, 3600)
-    assert room.promote(cid, utcnow())[0] == 10
-    assert room.promote(cid, utcnow())[0] == 0
-    by_position = sorted(zip(queued, tokens, strict=True), key=lambda qt: qt[0]["position"])
-    def place(queue_token: str):
-        owner = int(jwt.decode(queue_token, options={"verify_signature": False})["sub"])
-        return room.parse_status(room.status(cid, owner, queue_token, utcnow()))
-
-    states = [place(q["token"]) for q, _ in by_position[:12]]
-    assert [s.status for s in states] == ["ACTIVE"] * 10 + ["WAITING"] * 2
-    assert [s.position for s in states[10:]] == [1, 2]
