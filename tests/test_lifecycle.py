@@ -112,3 +112,28 @@ def test_outcomes_are_counted_for_metrics(job, rt):
     lifecycle.execute_job(str(job.id), charge)
     counts = rt.redis.hgetall(counters_key(rt.settings.redis_prefix))
     assert counts[b"points.charge|succeeded"] == b"1"
+
+
+def test_a_job_failed_for_good_runs_its_give_up_hook_once(job, rt, monkeypatch):
+    undone: list[str] = []
+
+    def broken(job, rt):
+        raise peewee.OperationalError("the database keeps failing")
+
+    def give_up(job, rt):
+        undone.append(str(job.id))
+
+    monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: rt.settings.job_max_retries)
+    assert lifecycle.execute_job(str(job.id), broken, give_up=give_up) == "failed"
+    assert lifecycle.execute_job(str(job.id), broken, give_up=give_up) == "skipped"
+    assert undone == [str(job.id)]
+
+
+def test_a_refusal_does_not_run_the_give_up_hook(job, rt):
+    undone: list[str] = []
+
+    def refuse(job, rt):
+        raise DomainError("MAX_BALANCE_EXCEEDED")
+
+    lifecycle.execute_job(str(job.id), refuse, give_up=lambda job, rt: undone.append("x"))
+    assert undone == []

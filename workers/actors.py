@@ -45,7 +45,12 @@ def admit_to_coupon(job: Job, rt: Runtime) -> None:
     rt.coupon_gate.admit(job.payload["coupon_id"], job.user_id, rt.clock.now())
 
 
-@command("coupons.issue", gate=admit_to_coupon)
+def return_coupon_place(job: Job, rt: Runtime) -> None:
+    """After a fault that failed the job for good: the place it took goes back."""
+    rt.coupon_gate.give_back(job.payload["coupon_id"], job.user_id)
+
+
+@command("coupons.issue", gate=admit_to_coupon, give_up=return_coupon_place)
 def issue_coupon(job: Job, rt: Runtime) -> dict:
     """``coupons.issue``: the database decides, and a lost place goes back to the gate."""
     coupon_id = job.payload["coupon_id"]

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Command = Callable[[Job, "runtime.Runtime"], dict]
 Gate = Callable[[Job, "runtime.Runtime"], None]
+GiveUp = Callable[[Job, "runtime.Runtime"], None]
 
 
 def _retries_so_far() -> int:
@@ -39,11 +40,15 @@ def _retries_so_far() -> int:
     return message.options.get("retries", 0) if message else 0
 
 
-def execute_job(job_id: str, command: Command, gate: Gate | None = None) -> str:
+def execute_job(
+    job_id: str, command: Command, gate: Gate | None = None, give_up: GiveUp | None = None
+) -> str:
     """Run one delivery of ``job_id`` through ``command``; returns the outcome.
 
     ``gate``, if given, runs before the transaction and may refuse (``DomainError``)
-    without the command ever opening one.
+    without the command ever opening one. ``give_up``, if given, runs once when the job
+    fails for good with ``INTERNAL_ERROR`` (faults, not refusals), to undo what the gate
+    took.
     """
     rt = runtime.current()
     db, now = rt.database, rt.clock.now()
@@ -56,7 +61,8 @@ def execute_job(job_id: str, command: Command, gate: Gate | None = None) -> str:
             return "skipped"
         extra |= {"job_type": job.type, "user_id": job.user_id, "attempt": job.attempts}
         if job.attempts > rt.settings.job_max_deliveries:
-            return _fail(job, "INTERNAL_ERROR", "gave up after repeated deliveries", extra)
+            return _fail(job, "INTERNAL_ERROR", "gave up after repeated deliveries", extra,
+                         give_up)
         try:
             if gate is not None:
                 gate(job, rt)
@@ -73,22 +79,27 @@ def execute_job(job_id: str, command: Command, gate: Gate | None = None) -> str:
             if _retries_so_far() < rt.settings.job_max_retries:
                 log.warning("job will retry", extra=extra | {"reason": repr(fault)})
                 raise
-            return _fail(job, "INTERNAL_ERROR", "a dependency kept failing", extra)
+            return _fail(job, "INTERNAL_ERROR", "a dependency kept failing", extra, give_up)
         except Exception:
             log.exception("job crashed", extra=extra)
-            return _fail(job, "INTERNAL_ERROR", "internal error", extra)
+            return _fail(job, "INTERNAL_ERROR", "internal error", extra, give_up)
     log.info("job %s", outcome, extra=extra)
     _announce(job, outcome)
     return outcome
 
 
-def _fail(job: Job, code: str, message: str, extra: dict) -> str:
+def _fail(job: Job, code: str, message: str, extra: dict, give_up: GiveUp | None = None) -> str:
     rt = runtime.current()
     with rt.database.atomic():
         changed = records.finish_job(
             job.id, rt.clock.now(), error={"code": code, "message": message}
         )
     outcome = "failed" if changed else "skipped"
+    if changed and give_up is not None:
+        try:
+            give_up(job, rt)
+        except Exception:  # the job's outcome stands; log what could not be undone
+            log.exception("could not undo a failed job's gate", extra=extra)
     log.info("job %s", outcome, extra=extra | {"reason": code})
     _announce(job, outcome)
     return outcome
@@ -103,12 +114,14 @@ def _announce(job: Job, outcome: str) -> None:
         log.warning("could not publish job outcome", extra={"job_id": str(job.id)})
 
 
-def command(job_type: str, gate: Gate | None = None) -> Callable[[Command], dramatiq.Actor]:
+def command(
+    job_type: str, gate: Gate | None = None, give_up: GiveUp | None = None
+) -> Callable[[Command], dramatiq.Actor]:
     """Declare the actor for ``job_type``: a thin wrapper running ``fn`` in the lifecycle."""
 
     def decorate(fn: Command) -> dramatiq.Actor:
         def run(job_id: str) -> None:
-            execute_job(job_id, fn, gate)
+            execute_job(job_id, fn, gate, give_up)
 
         run.__name__ = run.__qualname__ = fn.__name__
         run.__doc__ = fn.__doc__
