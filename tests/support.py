@@ -9,10 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +182,52 @@ class Stack:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
             self.kill(name)
+
+
+def now() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO 8601 time that must carry a UTC offset."""
+    moment = datetime.fromisoformat(value)
+    assert moment.utcoffset() == timedelta(0), value
+    return moment
+
+
+def finish(api: Api, reply: Reply, token: str) -> dict:
+    """The terminal job of a command answered 200 (Prefer: wait) or 202."""
+    assert reply.status in (200, 202), reply
+    if reply.status == 200:
+        return reply.body
+    return api.wait_job(reply.body["id"], token)
+
+
+def succeeded(job: dict) -> dict:
+    """The result of a job that must have succeeded."""
+    assert job["status"] == "succeeded", job
+    assert job["error"] is None
+    return job["result"]
+
+
+def assert_failed(job: dict, code: str) -> None:
+    """The job failed with ``code``."""
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == code, job
+    assert job["result"] is None
+
+
+def run_together(*actions: Callable[[], None]) -> None:
+    """Start every action on its own thread at the same moment, and wait for all."""
+    start = threading.Barrier(len(actions))
+
+    def when_all_ready(action: Callable[[], None]) -> None:
+        start.wait()
+        action()
+
+    threads = [threading.Thread(target=when_all_ready, args=(a,)) for a in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import jwt
 import pytest
@@ -24,7 +24,7 @@ import redis
 
 from db.models import ConcertDate, Reservation, User
 from jobs.clock import utcnow
-from tests.support import Api, Reply, Stack
+from tests.support import Api, Reply, Stack, assert_failed, finish, now, parse_time, succeeded
 from workers.waiting_room import WaitingRoom
 
 ACTIVE_LIMIT = 3
@@ -43,17 +43,6 @@ PLACE_FIELDS = {"status", "position", "estimated_wait_seconds", "active_until"}
 def new_name() -> str:
     """A username no other test uses."""
     return f"c_{uuid.uuid4().hex[:10]}"
-
-
-def parse_time(value: str) -> datetime:
-    """An ISO 8601 time that must carry a UTC offset."""
-    moment = datetime.fromisoformat(value)
-    assert moment.utcoffset() == timedelta(0), value
-    return moment
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def qt(token: str | None) -> dict[str, str]:
@@ -103,26 +92,6 @@ def place_of(api: Api, person: Person, concert_id: int) -> dict:
     reply = place(api, person, concert_id)
     assert reply.status == 200, reply
     return reply.body
-
-
-def finish(api: Api, reply: Reply, token: str) -> dict:
-    """The terminal job of a command answered 200 (Prefer: wait) or 202."""
-    assert reply.status in (200, 202), reply
-    if reply.status == 200:
-        return reply.body
-    return api.wait_job(reply.body["id"], token)
-
-
-def succeeded(job: dict) -> dict:
-    assert job["status"] == "succeeded", job
-    assert job["error"] is None
-    return job["result"]
-
-
-def assert_failed(job: dict, code: str) -> None:
-    assert job["status"] == "failed", job
-    assert job["error"]["code"] == code, job
-    assert job["result"] is None
 
 
 def reserve(api: Api, person: Person, concert_id: int, day: str = DAY1, seat_no: int = 1,

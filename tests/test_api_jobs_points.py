@@ -12,9 +12,10 @@ import signal
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 
 import pytest
+
+from tests.support import parse_time
 
 JOB_FIELDS = {"id", "type", "status", "result", "error", "created_at", "started_at",
               "finished_at", "attempts"}
@@ -24,13 +25,6 @@ CAP = 10_000_000
 def new_name(prefix: str = "u") -> str:
     """A username no other test uses."""
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-def parse_time(value: str) -> datetime:
-    """An ISO 8601 time that must carry a UTC offset."""
-    moment = datetime.fromisoformat(value)
-    assert moment.utcoffset() == timedelta(0), value
-    return moment
 
 
 def charge(api, token, amount, **kw):

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from db.models import Order, User
+from tests.support import assert_failed, finish, now, parse_time, succeeded
 
 WAIT = {"Prefer": "wait=5"}
 PRODUCT_FIELDS = {"id", "name", "price", "stock", "description"}
@@ -33,39 +34,6 @@ ORDER_RESULT_FIELDS = {"order_id", "status", "total", "discount", "pay_amount", 
 def new_name() -> str:
     """A username no other test uses."""
     return f"s_{uuid.uuid4().hex[:10]}"
-
-
-def parse_time(value: str) -> datetime:
-    """An ISO 8601 time that must carry a UTC offset."""
-    moment = datetime.fromisoformat(value)
-    assert moment.utcoffset() == timedelta(0), value
-    return moment
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def finish(api, reply, token) -> dict:
-    """The terminal job of a command answered 200 (Prefer: wait) or 202."""
-    assert reply.status in (200, 202), reply
-    if reply.status == 200:
-        return reply.body
-    return api.wait_job(reply.body["id"], token)
-
-
-def succeeded(job: dict) -> dict:
-    """The result of a job that must have succeeded."""
-    assert job["status"] == "succeeded", job
-    assert job["error"] is None
-    return job["result"]
-
-
-def assert_failed(job: dict, code: str) -> None:
-    """The job failed with ``code``."""
-    assert job["status"] == "failed", job
-    assert job["error"]["code"] == code, job
-    assert job["result"] is None
 
 
 def walk(api, path: str, token: str | None = None, limit: int = 100) -> list[dict]:

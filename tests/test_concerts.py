@@ -12,6 +12,7 @@ from db.models import ConcertPayment, Reservation
 from jobs import concerts, points
 from jobs.errors import DomainError
 from tests.shop_fixtures import user_with_points
+from tests.support import run_together
 
 DAY = date(2027, 3, 1)
 
@@ -143,27 +144,21 @@ def test_payment_racing_hold_expiry_has_one_winner(clean_db, clock, concert):
     for seat in range(1, 31):
         rid = reserve(clean_db, uid, concert, seat, clock.now())["reservation_id"]
         deadline = Reservation.get_by_id(rid).expires_at
-        start, results = threading.Barrier(2), {}
+        results = {}
 
-        def paying(rid=rid, deadline=deadline, start=start, results=results):
+        def paying(rid=rid, deadline=deadline, results=results):
             with clean_db.connection_context():
-                start.wait()
                 try:
                     results["pay"] = pay(clean_db, uid, rid,
                                          deadline - timedelta(milliseconds=1))["status"]
                 except DomainError as e:
                     results["pay"] = e.code
 
-        def sweeping(deadline=deadline, start=start, results=results):
+        def sweeping(deadline=deadline, results=results):
             with clean_db.connection_context():
-                start.wait()
                 results["sweep"] = concerts.expire_holds(deadline)
 
-        threads = [threading.Thread(target=paying), threading.Thread(target=sweeping)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_together(paying, sweeping)
         status = Reservation.get_by_id(rid).status
         assert (status, results["pay"]) in {("CONFIRMED", "CONFIRMED"),
                                              ("EXPIRED", "RESERVATION_EXPIRED")}

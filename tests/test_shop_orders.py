@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -11,6 +10,7 @@ from db.models import Order, OutboxEvent, UserCoupon
 from jobs import orders, points
 from jobs.errors import DomainError
 from tests.shop_fixtures import coupon, give_coupon, product, stock_of, user_with_points
+from tests.support import run_together
 
 
 def create(db, uid, lines, clock, coupon_id=None) -> dict:
@@ -154,28 +154,21 @@ def test_payment_racing_expiry_has_exactly_one_winner(clean_db, clock):
     for _ in range(40):
         order_id = create(clean_db, uid, [(a, 2)], clock)["order_id"]
         deadline = Order.get_by_id(order_id).expires_at
-        start = threading.Barrier(2)
         results: dict[str, object] = {}
 
-        def paying(order_id=order_id, deadline=deadline, start=start, results=results):
+        def paying(order_id=order_id, deadline=deadline, results=results):
             with clean_db.connection_context():
-                start.wait()
                 try:
                     results["pay"] = pay(clean_db, uid, order_id,
                                          deadline - timedelta(milliseconds=1))["status"]
                 except DomainError as e:
                     results["pay"] = e.code
 
-        def sweeping(deadline=deadline, start=start, results=results):
+        def sweeping(deadline=deadline, results=results):
             with clean_db.connection_context():
-                start.wait()
                 results["sweep"] = orders.expire_unpaid_orders(deadline)
 
-        threads = [threading.Thread(target=paying), threading.Thread(target=sweeping)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_together(paying, sweeping)
         orders.expire_unpaid_orders(deadline)  # a sweep that skipped a locked row retries
         status = Order.get_by_id(order_id).status
         # Then exactly one of them won, and the loser saw it
