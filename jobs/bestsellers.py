@@ -25,7 +25,7 @@ def window_start(now: datetime) -> date:
 def aggregate_sales(now: datetime) -> list[dict]:
     """Recount the window's daily sales from paid orders; the top ``(product_id, sales)``."""
     first = window_start(now)
-    with database.atomic():
+    with database.atomic():  # the caller's transaction, or one of its own in a test
         ProductSalesDaily.delete().where(ProductSalesDaily.day >= first).execute()
         sold = (OrderItem
                 .select(OrderItem.product, fn.DATE(Order.paid_at), fn.SUM(OrderItem.quantity))

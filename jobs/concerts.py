@@ -8,7 +8,9 @@ race on one conditional update of the reservation (``... WHERE status = 'HELD'``
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Annotated
 
+import msgspec
 import peewee
 
 from db.connection import database
@@ -18,6 +20,7 @@ from jobs import points
 from jobs.clock import iso
 from jobs.errors import DomainError
 from jobs.pagination import id_page
+from jobs.platform import Command, Context, Domain, Event, Periodic
 
 HOLD_TTL = timedelta(minutes=5)
 HELD, CONFIRMED, EXPIRED = "HELD", "CONFIRMED", "EXPIRED"
@@ -143,3 +146,89 @@ def expire_holds(now: datetime, limit: int = 1000) -> int:
            .order_by(Reservation.id).limit(limit))
     return (Reservation.update(status=EXPIRED)
             .where(Reservation.id.in_(due) & (Reservation.status == HELD)).execute())
+
+
+class Reserve(msgspec.Struct, forbid_unknown_fields=True):
+    """``concert.reserve``: a seat of a concert date."""
+
+    concert_id: Annotated[int, msgspec.Meta(ge=1, le=2**53)]
+    date: date
+    seat_no: Annotated[int, msgspec.Meta(ge=1, le=SEATS_PER_DATE)]
+
+
+class PayReservation(msgspec.Struct, forbid_unknown_fields=True):
+    """``concert.pay``: the reservation (from the URL) and its concert (from the queue token)."""
+
+    reservation_id: Annotated[int, msgspec.Meta(ge=1)]
+    concert_id: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Held(msgspec.Struct):
+    """A seat held for 5 minutes."""
+
+    reservation_id: int
+    status: str
+    expires_at: str
+
+
+class Confirmed(msgspec.Struct):
+    """A paid seat and the balance left."""
+
+    reservation_id: int
+    status: str
+    balance: int
+
+
+def reserve(ctx: Context, cmd: Reserve) -> dict:
+    """``concert.reserve``: hold a seat for 5 minutes."""
+    return reserve_seat(ctx.user_id, cmd.concert_id, cmd.date, cmd.seat_no, ctx.now)
+
+
+def pay(ctx: Context, cmd: PayReservation) -> dict:
+    """``concert.pay``: spend points, confirm the seat; the queue token ends after commit."""
+    result = pay_reservation(ctx.user_id, cmd.reservation_id, ctx.now)
+    ctx.emit("concert.paid", {"concert_id": cmd.concert_id, "user_id": ctx.user_id})
+    return result
+
+
+def leave_line(ctx: Context, event: Event) -> None:
+    """A user who paid leaves the concert's waiting room."""
+    ctx.services.waiting_room.leave(event.data["concert_id"], event.data["user_id"])
+
+
+def tick_lines(ctx: Context) -> dict:
+    """Every second: the lines move once this slot has committed."""
+    ctx.emit("queue.tick", {})
+    return {}
+
+
+def promote_lines(ctx: Context, event: Event) -> dict:
+    """End expired actives, drop idle waiters and promote, in every concert's line."""
+    return {"promoted": ctx.services.waiting_room.promote_all(ctx.now)}
+
+
+def release_holds(ctx: Context) -> dict:
+    """Release seat holds past their 5 minutes."""
+    return {"released": expire_holds(ctx.now)}
+
+
+DOMAIN = Domain(
+    name="concerts",
+    commands=(
+        Command("concert.reserve", Reserve, reserve, "POST", "/reservations",
+                "Hold a seat for 5 minutes (ACTIVE queue token)", result=Held,
+                errors=("SEAT_NOT_AVAILABLE", "SCHEDULE_NOT_FOUND", "CONCERT_NOT_FOUND")),
+        Command("concert.pay", PayReservation, pay, "POST",
+                "/reservations/{reservation_id}/payment",
+                "Pay a held seat (ACTIVE queue token); the token then ends", result=Confirmed,
+                not_found="RESERVATION_NOT_FOUND", door_fields=("concert_id",),
+                errors=("RESERVATION_NOT_FOUND", "RESERVATION_EXPIRED",
+                        "RESERVATION_ALREADY_PAID", "INSUFFICIENT_POINTS")),
+    ),
+    periodic=(
+        Periodic("queue.promote", tick_lines, every="queue_promote_interval"),
+        Periodic("concerts.expire_holds", release_holds, every="hold_expiry_interval"),
+    ),
+    reactions={"concert.paid": leave_line, "queue.tick": promote_lines},
+    models=(Concert, ConcertDate, Reservation, ConcertPayment),
+)

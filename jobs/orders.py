@@ -6,15 +6,18 @@ Payment and expiry race on one conditional update of the order row
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from db.connection import database, for_update
 from db.models import CartItem, Coupon, Order, OrderItem, Product, UserCoupon
-from jobs import outbox, points
+from jobs import points
 from jobs.catalog import products_by_id
 from jobs.clock import iso
 from jobs.errors import DomainError
 from jobs.pagination import id_page
+
+Emit = Callable[..., None]
 
 ORDER_TTL = timedelta(minutes=5)
 NOT_PAID, PAID, EXPIRED = "NOT_PAID", "PAID", "EXPIRED"
@@ -88,8 +91,8 @@ def _hold_coupon(user_id: int, user_coupon_id: int, order_id: int, total: int,
     return discount_for(held.coupon.discount_type, held.coupon.discount_value, total)
 
 
-def pay_order(user_id: int, order_id: int, now: datetime) -> dict:
-    """Inside a transaction: spend points, mark PAID, use the coupon, write the outbox event."""
+def pay_order(user_id: int, order_id: int, now: datetime, emit: Emit) -> dict:
+    """Inside a transaction: spend points, mark PAID, use the coupon, emit ``order.paid``."""
     won = list(
         Order.update(status=PAID, paid_at=now)
         .where((Order.id == order_id) & (Order.user == user_id) & (Order.status == NOT_PAID)
@@ -113,10 +116,10 @@ def pay_order(user_id: int, order_id: int, now: datetime) -> dict:
         UserCoupon.update(used=True).where(UserCoupon.id == paid.user_coupon_id).execute()
     items = [{"product_id": i.product_id, "quantity": i.quantity, "unit_price": i.unit_price}
              for i in OrderItem.select().where(OrderItem.order == order_id)]
-    outbox.add_event("order.paid", {
+    emit("order.paid", {
         "order_id": order_id, "user_id": user_id, "items": items, "total": paid.total,
         "discount": paid.discount, "pay_amount": paid.pay_amount, "paid_at": iso(now),
-    }, now)
+    })
     return {"order_id": order_id, "status": PAID, "balance": balance}
 
 

@@ -1,7 +1,7 @@
 """The outbox: events for the data platform, written in the transaction that caused them.
 
-Delivery is at least once: a batch is claimed with a lease (so a crashed deliverer's
-events come back), delivered outside any transaction, then recorded. Failures retry
+Delivery is at least once: a batch is claimed with a lease in one transaction (so a
+crashed deliverer's events come back), delivered after that commit, then recorded. Failures retry
 after 1 s, 10 s and 60 s; an event that still fails is DEAD until replayed.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from db.connection import database, for_update
+from peewee import fn
+
+from db.connection import for_update
 from db.models import OutboxEvent
 
 BACKOFF = (1, 10, 60)  # seconds before the 2nd, 3rd and 4th attempt
@@ -25,19 +27,25 @@ def add_event(topic: str, payload: dict, now: datetime) -> None:
 
 def claim_due(now: datetime, limit: int = 100) -> list[OutboxEvent]:
     """Take up to ``limit`` due events for ``LEASE``; others skip them meanwhile."""
-    with database.atomic():
-        due = for_update(
-            OutboxEvent.select(OutboxEvent.id)
-            .where((OutboxEvent.status == PENDING) & (OutboxEvent.next_attempt_at <= now))
-            .order_by(OutboxEvent.id).limit(limit),
-            skip_locked=True,
-        )
-        return list(
-            OutboxEvent.update(next_attempt_at=now + LEASE)
-            .where(OutboxEvent.id.in_(due))
-            .returning(OutboxEvent)
-            .execute()
-        )
+    due = for_update(
+        OutboxEvent.select(OutboxEvent.id)
+        .where((OutboxEvent.status == PENDING) & (OutboxEvent.next_attempt_at <= now))
+        .order_by(OutboxEvent.id).limit(limit),
+        skip_locked=True,
+    )
+    return list(
+        OutboxEvent.update(next_attempt_at=now + LEASE)
+        .where(OutboxEvent.id.in_(due))
+        .returning(OutboxEvent)
+        .execute()
+    )
+
+
+def leased(event_ids: list[int]) -> list[OutboxEvent]:
+    """The leased events, still pending, in id order."""
+    return list(OutboxEvent.select()
+                .where(OutboxEvent.id.in_(event_ids) & (OutboxEvent.status == PENDING))
+                .order_by(OutboxEvent.id))
 
 
 def record_delivered(event_id: int, now: datetime) -> None:
@@ -68,6 +76,6 @@ def replay_dead(now: datetime) -> int:
 
 def counts() -> dict[str, int]:
     """Events per status."""
-    rows = (OutboxEvent.select(OutboxEvent.status, OutboxEvent.id.count().alias("n"))
+    rows = (OutboxEvent.select(OutboxEvent.status, fn.COUNT(OutboxEvent.id))
             .group_by(OutboxEvent.status).tuples())
     return {status: n for status, n in rows}

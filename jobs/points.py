@@ -8,12 +8,16 @@ equals the sum of the history, because every change writes both in one transacti
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
+
+import msgspec
 
 from db.connection import database, execute
 from db.models import PointHistory, PointWallet
 from jobs.clock import iso
 from jobs.errors import DomainError
 from jobs.pagination import id_page
+from jobs.platform import Command, Context, Domain
 
 MAX_BALANCE = 10_000_000
 CHARGE, USE, REFUND = "CHARGE", "USE", "REFUND"
@@ -98,3 +102,30 @@ def history(user_id: int, limit: int, cursor: str | None) -> dict:
         ],
         "next_cursor": next_cursor,
     }
+
+
+class Charge(msgspec.Struct, forbid_unknown_fields=True):
+    """``points.charge``: points to add."""
+
+    amount: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+
+
+class Balance(msgspec.Struct):
+    """The balance after a charge."""
+
+    balance: int
+
+
+def charge_points(ctx: Context, cmd: Charge) -> dict:
+    """``points.charge``: add ``amount`` points to the job owner's balance."""
+    return charge(ctx.user_id, cmd.amount, f"job:{ctx.job.id}", ctx.now)
+
+
+DOMAIN = Domain(
+    name="points",
+    commands=(
+        Command("points.charge", Charge, charge_points, "POST", "/points/charge",
+                "Charge points", result=Balance, errors=("MAX_BALANCE_EXCEEDED",)),
+    ),
+    models=(PointWallet, PointHistory),
+)

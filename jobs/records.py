@@ -10,7 +10,7 @@ from typing import Any
 
 import peewee
 
-from db.connection import database, execute, for_update
+from db.connection import database, execute, for_update, is_postgres
 from db.models import Job, JobStatus
 from db.models.jobs import TERMINAL
 from jobs.clock import iso
@@ -130,21 +130,30 @@ def jobs_to_resend(now: datetime, older_than: timedelta, limit: int) -> list:
     return [(job.id, job.type) for job in query.order_by(Job.created_at).limit(limit)]
 
 
+# Every status change takes the next value of the job event sequence, in the same
+# UPDATE: ``GET /jobs/events`` replays "every job changed since id N" from it.
+_NEXT_SEQ = {True: "nextval('job_event_seq')",
+             False: "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)"}
 _START = (
     "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
-    " started_at = COALESCE(started_at, %s)"
+    " started_at = COALESCE(started_at, %s), seq = {seq}"
     " WHERE id = %s AND status IN ('queued', 'running')"
-    " RETURNING id, user_id, type, payload, created_at, attempts"
+    " RETURNING id, user_id, type, payload, created_at, attempts, started_at"
 )
 _FINISH = (
-    "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s"
+    "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s, seq = {seq}"
     " WHERE id = %s AND status NOT IN ('succeeded', 'failed')"
+    " RETURNING user_id, type, created_at, started_at, attempts, seq"
 )
+
+
+def _with_seq(sql: str) -> str:
+    return sql.replace("{seq}", _NEXT_SEQ[is_postgres()])
 
 
 def start_job(job_id: uuid.UUID | str, now: datetime) -> Job | None:
     """Mark a job running and count the delivery; None if it is unknown or already terminal."""
-    row = execute(_START, (now, Job.id.db_value(job_id))).fetchone()
+    row = execute(_with_seq(_START), (now, Job.id.db_value(job_id))).fetchone()
     if row is None:
         return None
     return Job(
@@ -154,6 +163,7 @@ def start_job(job_id: uuid.UUID | str, now: datetime) -> Job | None:
         payload=Job.payload.python_value(row[3]),
         created_at=Job.created_at.python_value(row[4]),
         attempts=row[5],
+        started_at=Job.started_at.python_value(row[6]),
         status=JobStatus.RUNNING,
     )
 
@@ -165,11 +175,27 @@ def finish_job(
     result: dict | None = None,
     error: dict | None = None,
 ) -> bool:
-    """Make a job terminal (succeeded with ``result`` or failed with ``error``), once."""
+    """Make a job terminal (succeeded with ``result`` or failed with ``error``), once.
+
+    Returns the terminal job, or None if it already was terminal.
+    """
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
     params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
               Job.id.db_value(job_id))
-    return execute(_FINISH, params).rowcount == 1
+    row = execute(_with_seq(_FINISH), params).fetchone()
+    if row is None:
+        return None
+    return Job(id=Job.id.python_value(job_id), user=row[0], type=row[1], status=status,
+               result=result, error=error, created_at=Job.created_at.python_value(row[2]),
+               started_at=Job.started_at.python_value(row[3]), finished_at=now,
+               attempts=row[4], seq=row[5])
+
+
+def changed_since(user_id: int, after: int, limit: int = 1000) -> list[Job]:
+    """The user's jobs whose status changed after event ``after``, in event order."""
+    query = (Job.select().where((Job.user == user_id) & (Job.seq > after))
+             .order_by(Job.seq).limit(limit))
+    return list(query)
 
 
 def get_job(job_id: str, user_id: int) -> Job:

@@ -12,6 +12,7 @@ import peewee
 from db.connection import database
 from db.models import PointWallet, User
 from jobs.errors import DomainError
+from jobs.platform import Domain
 
 _SCRYPT_R, _SCRYPT_P = 8, 1
 
@@ -108,3 +109,6 @@ def get_user(user_id: int) -> User:
 def set_verified_phone(user_id: int, phone: str) -> None:
     """Record a phone number whose code the user proved they received."""
     User.update(phone=phone, phone_verified=True).where(User.id == user_id).execute()
+
+
+DOMAIN = Domain(name="users", models=(User,))

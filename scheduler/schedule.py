@@ -1,10 +1,12 @@
-"""What runs periodically, under stable ids (a restart or a second instance upserts them)."""
+"""What runs periodically, from every domain's declarations, under stable ids (a restart
+or a second instance upserts them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from db.settings import Settings
+from jobs.platform import REGISTRY, load_domains
 
 
 @dataclass(frozen=True)
@@ -17,13 +19,10 @@ class Entry:
 
 
 def schedule_table(settings: Settings) -> list[Entry]:
-    """The schedule of this deployment."""
-    return [
-        Entry("jobs.resend", interval=settings.resend_interval),
-        Entry("ledger.prune", cron="17 * * * *"),
-        Entry("orders.expire", interval=settings.order_expiry_interval),
-        Entry("sales.aggregate", interval=settings.sales_interval),
-        Entry("outbox.deliver", interval=settings.outbox_interval),
-        Entry("queue.promote", interval=settings.queue_promote_interval),
-        Entry("concerts.expire_holds", interval=settings.hold_expiry_interval),
-    ]
+    """The schedule of this deployment: every registered periodic task."""
+    load_domains()
+    entries = []
+    for task in REGISTRY.periodic.values():
+        every = getattr(settings, task.every) if isinstance(task.every, str) else task.every
+        entries.append(Entry(task.id, interval=every, cron=task.cron))
+    return entries

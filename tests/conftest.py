@@ -14,16 +14,13 @@ from db.connection import connect_database
 from db.migrate import migrate
 from db.settings import Settings
 from jobs.clock import FixedClock, utcnow
+from jobs.platform import load_domains
 from tests.support import Stack
 
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TABLES = (
-    "users, point_wallets, point_history, jobs, periodic_runs, products, cart_items, coupons,"
-    " user_coupons, orders, order_items, product_sales_daily, outbox_events, concerts,"
-    " concert_dates, reservations, concert_payments"
-)
+TABLES = ", ".join(model._meta.table_name for model in load_domains().models())
 
 
 def _admin():
@@ -122,3 +119,30 @@ def stack(process_env: dict[str, str]) -> Iterator[Stack]:
     s.start_worker(processes=1, threads=8)
     yield s
     s.stop()
+
+
+@pytest.fixture
+def rt(clean_db, settings, clock) -> Iterator:
+    """The worker runtime on the session's database and Redis, with a stub broker."""
+    import itertools
+
+    from dramatiq.brokers.stub import StubBroker
+
+    from workers import runtime
+    from workers.bootstrap import make_runtime
+
+    client = redis.Redis.from_url(settings.redis_url)
+    installed = make_runtime(settings, client, clean_db, StubBroker(), clock)
+    installed.slots = itertools.count(1)
+    runtime.install(installed)
+    yield installed
+    client.close()
+
+
+def run_task(rt, task_id: str) -> dict:
+    """Run a periodic task through the lifecycle, in a fresh slot; what it reported."""
+    from workers.lifecycle import run_periodic
+
+    result = run_periodic(task_id, next(rt.slots))
+    assert result is not None, f"{task_id} did not run"
+    return result

@@ -231,3 +231,50 @@ def run_together(*actions: Callable[[], None]) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+@dataclass
+class SseEvent:
+    """One server-sent event."""
+
+    id: str | None
+    event: str | None
+    data: Any
+
+
+class SseReader:
+    """A blocking ``text/event-stream`` reader (a browser's EventSource, minus retries)."""
+
+    def __init__(self, url: str, token: str, last_event_id: str | None = None,
+                 timeout: float = 20) -> None:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        request = urllib.request.Request(url, headers=headers)
+        self.response = urllib.request.urlopen(request, timeout=timeout)
+        self.status = self.response.status
+        self.content_type = self.response.headers.get("Content-Type", "")
+
+    def next(self) -> SseEvent:
+        """The next event (comments such as ``: ping`` are skipped)."""
+        fields: dict[str, str] = {}
+        while True:
+            line = self.response.readline().decode().rstrip("\r\n")
+            if line == "":
+                if fields:
+                    data = fields.get("data")
+                    return SseEvent(fields.get("id"), fields.get("event"),
+                                    json.loads(data) if data else None)
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+
+    def take(self, n: int) -> list[SseEvent]:
+        """The next ``n`` events."""
+        return [self.next() for _ in range(n)]
+
+    def close(self) -> None:
+        """Hang up."""
+        self.response.close()

@@ -1,37 +1,41 @@
-"""The job lifecycle: effect and outcome commit together; refusals, faults, redeliveries."""
+"""The job lifecycle: effect and outcome commit together; refusals, faults, redeliveries;
+events leave only after commit, once."""
 
 from __future__ import annotations
 
+import threading
+
+import msgspec
 import peewee
 import pytest
 import redis
-from dramatiq.brokers.stub import StubBroker
 
 from db.models import Job, PointHistory
 from jobs import points, records, users
 from jobs.errors import DomainError
-from workers import lifecycle, runtime
-from workers.coupon_gate import CouponGate
-from workers.events import JobEvents, counters_key
-from workers.sinks import LogSink
+from jobs.platform import REGISTRY, Command, Domain
+from workers import lifecycle
+from workers.events import counters_key, live_pattern
 
 
-@pytest.fixture
-def rt(clean_db, settings, clock):
-    client = redis.Redis.from_url(settings.redis_url)
-    installed = runtime.Runtime(
-        settings=settings,
-        database=clean_db,
-        redis=client,
-        broker=StubBroker(),
-        clock=clock,
-        events=JobEvents(client, settings.redis_prefix),
-        coupon_gate=CouponGate(client, settings.redis_prefix),
-        sink=LogSink(),
-    )
-    runtime.install(installed)
-    yield installed
-    client.delete(counters_key(settings.redis_prefix))
+class Amount(msgspec.Struct):
+    amount: int
+
+
+def charging(then=None, **hooks) -> Command:
+    """A ``points.charge``-like command whose handler charges, emits, then runs ``then``."""
+
+    def handler(ctx, cmd):
+        result = points.charge(ctx.user_id, cmd.amount, f"job:{ctx.job.id}", ctx.now)
+        ctx.emit("test.charged", {"amount": cmd.amount}, key=ctx.user_id)
+        if then is not None:
+            then()
+        return result
+
+    return Command("points.charge", Amount, handler, "POST", "/x", "test", **hooks)
+
+
+CHARGE = charging()
 
 
 @pytest.fixture
@@ -41,31 +45,116 @@ def job(rt, clock):
     return recorded
 
 
-def charge(job, rt):
-    return points.charge(job.user_id, job.payload["amount"], f"job:{job.id}", rt.clock.now())
+@pytest.fixture
+def heard(settings):
+    """Every live event published during the test, as ``(channel, data)`` pairs."""
+    REGISTRY.register(Domain("lifecycle-test", live_topics=frozenset({"test.charged"})))
+    client = redis.Redis.from_url(settings.redis_url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(live_pattern(settings.redis_prefix))
+    got: list[tuple[str, dict]] = []
+
+    def drain() -> list[tuple[str, dict]]:
+        quiet = 0
+        while quiet < 3:  # until nothing came for a while
+            message = pubsub.get_message(timeout=0.1)
+            if message is None:
+                quiet += 1
+                continue
+            quiet = 0
+            got.append((message["channel"].decode().rsplit(":", 1)[1],
+                        msgspec.json.decode(message["data"])))
+        return got
+
+    yield drain
+    pubsub.close()
+    client.close()
+    REGISTRY.unregister("lifecycle-test")
 
 
 def test_success_commits_effect_and_outcome(job, rt):
-    assert lifecycle.execute_job(str(job.id), charge) == "succeeded"
+    assert lifecycle.execute_job(str(job.id), CHARGE) == "succeeded"
     stored = Job.get_by_id(job.id)
     assert (stored.status, stored.result, stored.attempts) == ("succeeded", {"balance": 70}, 1)
     assert stored.started_at is not None and stored.finished_at is not None
     assert points.balance(job.user_id) == {"balance": 70}
 
 
+def test_the_registered_command_runs_when_none_is_given(job, rt):
+    assert lifecycle.execute_job(str(job.id)) == "succeeded"
+    assert points.balance(job.user_id) == {"balance": 70}
+
+
 def test_redelivered_terminal_job_is_skipped(job, rt):
-    lifecycle.execute_job(str(job.id), charge)
-    assert lifecycle.execute_job(str(job.id), charge) == "skipped"
+    lifecycle.execute_job(str(job.id), CHARGE)
+    assert lifecycle.execute_job(str(job.id), CHARGE) == "skipped"
     assert points.balance(job.user_id) == {"balance": 70}
     assert PointHistory.select().count() == 1
 
 
-def test_refusal_fails_at_once_and_rolls_back(job, rt):
-    def charge_then_refuse(job, rt):
-        charge(job, rt)
+def test_events_are_published_after_commit_exactly_once_despite_a_second_delivery(job, rt,
+                                                                                   heard):
+    # Given a command that emits an event, delivered once and then delivered again
+    assert lifecycle.execute_job(str(job.id), CHARGE) == "succeeded"
+    assert lifecycle.execute_job(str(job.id), CHARGE) == "skipped"
+    # Then its event and its job's status event were each published once
+    events = heard()
+    assert [topic for topic, _ in events].count("test.charged") == 1
+    statuses = [data["data"]["status"] for topic, data in events if topic == "job"]
+    assert statuses == ["succeeded"]
+    job_event = next(data for topic, data in events if topic == "job")
+    assert job_event["key"] == str(job.user_id)
+    assert job_event["id"] == Job.get_by_id(job.id).seq
+
+
+def test_two_deliveries_at_once_publish_once(job, rt, heard):
+    # Given two deliveries of one job racing (the second waits on the first's row lock)
+    outcomes: list[str] = []
+    start = threading.Barrier(2)
+
+    def deliver():
+        start.wait()
+        with rt.database.connection_context():
+            outcomes.append(lifecycle.execute_job(str(job.id), CHARGE))
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then one succeeded, the effect happened once, and its event left once
+    assert sorted(outcomes) == ["skipped", "succeeded"]
+    assert points.balance(job.user_id) == {"balance": 70}
+    assert [topic for topic, _ in heard()].count("test.charged") == 1
+
+
+def test_a_handler_raising_after_emit_publishes_nothing(job, rt, heard):
+    # Given a handler that emits, then is refused
+    def refuse():
         raise DomainError("MAX_BALANCE_EXCEEDED")
 
-    assert lifecycle.execute_job(str(job.id), charge_then_refuse) == "failed"
+    # When it runs
+    assert lifecycle.execute_job(str(job.id), charging(then=refuse)) == "failed"
+    # Then the effect is rolled back and its event never left; only the failure is told
+    assert points.balance(job.user_id) == {"balance": 0}
+    events = heard()
+    assert [topic for topic, _ in events] == ["job"]
+    assert events[0][1]["data"]["status"] == "failed"
+
+
+def test_a_crash_after_emit_publishes_nothing_either(job, rt, heard):
+    def crash():
+        raise KeyError("oops")
+
+    assert lifecycle.execute_job(str(job.id), charging(then=crash)) == "failed"
+    assert [topic for topic, _ in heard()] == ["job"]
+
+
+def test_refusal_fails_at_once_and_rolls_back(job, rt):
+    def refuse():
+        raise DomainError("MAX_BALANCE_EXCEEDED")
+
+    assert lifecycle.execute_job(str(job.id), charging(then=refuse)) == "failed"
     stored = Job.get_by_id(job.id)
     assert stored.status == "failed"
     assert stored.error["code"] == "MAX_BALANCE_EXCEEDED"
@@ -73,27 +162,33 @@ def test_refusal_fails_at_once_and_rolls_back(job, rt):
 
 
 def test_transient_fault_is_raised_for_retry_then_fails(job, rt, monkeypatch):
-    def flaky(job, rt):
-        charge(job, rt)
+    def flaky():
         raise peewee.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: 0)
     with pytest.raises(peewee.OperationalError):
-        lifecycle.execute_job(str(job.id), flaky)
+        lifecycle.execute_job(str(job.id), charging(then=flaky))
     assert Job.get_by_id(job.id).status == "running"
     monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: rt.settings.job_max_retries)
-    assert lifecycle.execute_job(str(job.id), flaky) == "failed"
+    assert lifecycle.execute_job(str(job.id), charging(then=flaky)) == "failed"
     stored = Job.get_by_id(job.id)
     assert (stored.error["code"], stored.attempts) == ("INTERNAL_ERROR", 2)
     assert points.balance(job.user_id) == {"balance": 0}
 
 
 def test_a_bug_fails_the_job_without_retry(job, rt):
-    def broken(job, rt):
+    def broken():
         raise KeyError("oops")
 
-    assert lifecycle.execute_job(str(job.id), broken) == "failed"
+    assert lifecycle.execute_job(str(job.id), charging(then=broken)) == "failed"
     assert Job.get_by_id(job.id).error == {"code": "INTERNAL_ERROR", "message": "internal error"}
+
+
+def test_a_stored_payload_that_no_longer_fits_its_schema_fails_the_job(rt, clock):
+    uid = users.create_user("odd_payload", "x", clock.now()).id
+    odd, _ = records.record_job(uid, "points.charge", {"amount": "seventy"}, None, clock.now())
+    assert lifecycle.execute_job(str(odd.id), CHARGE) == "failed"
+    assert Job.get_by_id(odd.id).error["code"] == "INTERNAL_ERROR"
 
 
 def test_a_job_that_keeps_killing_workers_is_given_up(job, rt):
@@ -101,7 +196,7 @@ def test_a_job_that_keeps_killing_workers_is_given_up(job, rt):
     for _ in range(rt.settings.job_max_deliveries):
         records.start_job(job.id, rt.clock.now())
     # When it is delivered once more
-    outcome = lifecycle.execute_job(str(job.id), charge)
+    outcome = lifecycle.execute_job(str(job.id), CHARGE)
     # Then it fails instead of running again
     assert outcome == "failed"
     assert Job.get_by_id(job.id).error["code"] == "INTERNAL_ERROR"
@@ -109,31 +204,34 @@ def test_a_job_that_keeps_killing_workers_is_given_up(job, rt):
 
 
 def test_outcomes_are_counted_for_metrics(job, rt):
-    lifecycle.execute_job(str(job.id), charge)
+    rt.redis.delete(counters_key(rt.settings.redis_prefix))
+    lifecycle.execute_job(str(job.id), CHARGE)
     counts = rt.redis.hgetall(counters_key(rt.settings.redis_prefix))
     assert counts[b"points.charge|succeeded"] == b"1"
 
 
 def test_a_job_failed_for_good_runs_its_give_up_hook_once(job, rt, monkeypatch):
-    undone: list[str] = []
+    undone: list[tuple[str, str]] = []
 
-    def broken(job, rt):
+    def broken():
         raise peewee.OperationalError("the database keeps failing")
 
-    def give_up(job, rt):
-        undone.append(str(job.id))
-
+    command = charging(then=broken,
+                       give_up=lambda ctx, cmd, code: undone.append((str(ctx.job.id), code)))
     monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: rt.settings.job_max_retries)
-    assert lifecycle.execute_job(str(job.id), broken, give_up=give_up) == "failed"
-    assert lifecycle.execute_job(str(job.id), broken, give_up=give_up) == "skipped"
-    assert undone == [str(job.id)]
+    assert lifecycle.execute_job(str(job.id), command) == "failed"
+    assert lifecycle.execute_job(str(job.id), command) == "skipped"
+    assert undone == [(str(job.id), "INTERNAL_ERROR")]
 
 
-def test_a_refusal_does_not_run_the_give_up_hook(job, rt):
-    undone: list[str] = []
+def test_a_refusal_runs_the_give_up_hook_after_the_failure_commits(job, rt):
+    seen: list[str] = []
 
-    def refuse(job, rt):
+    def refuse():
         raise DomainError("MAX_BALANCE_EXCEEDED")
 
-    lifecycle.execute_job(str(job.id), refuse, give_up=lambda job, rt: undone.append("x"))
-    assert undone == []
+    def give_up(ctx, cmd, code):
+        seen.append(f"{code}:{Job.get_by_id(ctx.job.id).status}")
+
+    lifecycle.execute_job(str(job.id), charging(then=refuse, give_up=give_up))
+    assert seen == ["MAX_BALANCE_EXCEEDED:failed"]

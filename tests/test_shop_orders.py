@@ -9,6 +9,7 @@ import pytest
 from db.models import Order, OutboxEvent, UserCoupon
 from jobs import orders, points
 from jobs.errors import DomainError
+from jobs.platform import Context
 from tests.shop_fixtures import coupon, give_coupon, product, stock_of, user_with_points
 from tests.support import run_together
 
@@ -20,7 +21,7 @@ def create(db, uid, lines, clock, coupon_id=None) -> dict:
 
 def pay(db, uid, order_id, now) -> dict:
     with db.atomic():
-        return orders.pay_order(uid, order_id, now)
+        return orders.pay_order(uid, order_id, now, Context(now).emit)
 
 
 def refusal(fn, *args) -> str:

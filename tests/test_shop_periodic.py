@@ -6,16 +6,12 @@ import threading
 from datetime import timedelta
 
 import pytest
-import redis
-from dramatiq.brokers.stub import StubBroker
 
 from db.models import Coupon, Order, OrderItem, OutboxEvent, UserCoupon
 from jobs import bestsellers, coupons, orders, outbox
 from jobs.errors import DomainError
+from tests.conftest import run_task
 from tests.shop_fixtures import coupon, product, user_with_points
-from workers import periodic, runtime
-from workers.coupon_gate import CouponGate
-from workers.events import JobEvents
 
 
 def paid_order(db, uid, lines, at, status="PAID") -> None:
@@ -64,16 +60,10 @@ class FlakySink:
         self.delivered.append(event_id)
 
 
-@pytest.fixture
-def rt(clean_db, settings, clock):
-    client = redis.Redis.from_url(settings.redis_url)
-    installed = runtime.Runtime(settings=settings, database=clean_db, redis=client,
-                                broker=StubBroker(), clock=clock,
-                                events=JobEvents(client, settings.redis_prefix),
-                                coupon_gate=CouponGate(client, settings.redis_prefix),
-                                sink=FlakySink(0))
-    runtime.install(installed)
-    return installed
+def deliver(rt) -> dict:
+    """One outbox delivery round: how many were delivered and how many failed."""
+    result = run_task(rt, "outbox.deliver")
+    return {"delivered": result.get("delivered", 0), "failed": result.get("failed", 0)}
 
 
 def an_event(clock) -> int:
@@ -84,17 +74,17 @@ def an_event(clock) -> int:
 def test_a_sink_failing_twice_delivers_once_on_the_retry_schedule(rt, clock):
     rt.sink = FlakySink(failures=2)
     event_id = an_event(clock)
-    assert periodic.deliver_outbox(rt) == {"delivered": 0, "failed": 1}
+    assert deliver(rt) == {"delivered": 0, "failed": 1}
     clock.advance(seconds=0.9)
-    assert periodic.deliver_outbox(rt) == {"delivered": 0, "failed": 0}  # not due for 1 s
+    assert deliver(rt) == {"delivered": 0, "failed": 0}  # not due for 1 s
     clock.advance(seconds=0.1)
-    assert periodic.deliver_outbox(rt) == {"delivered": 0, "failed": 1}
+    assert deliver(rt) == {"delivered": 0, "failed": 1}
     clock.advance(seconds=9.9)
-    assert periodic.deliver_outbox(rt)["delivered"] == 0  # the next one waits 10 s
+    assert deliver(rt)["delivered"] == 0  # the next one waits 10 s
     clock.advance(seconds=0.1)
-    assert periodic.deliver_outbox(rt) == {"delivered": 1, "failed": 0}
+    assert deliver(rt) == {"delivered": 1, "failed": 0}
     clock.advance(seconds=120)
-    assert periodic.deliver_outbox(rt) == {"delivered": 0, "failed": 0}
+    assert deliver(rt) == {"delivered": 0, "failed": 0}
     assert rt.sink.delivered == [event_id]
     event = OutboxEvent.get_by_id(event_id)
     assert (event.status, event.attempts) == ("DELIVERED", 3)
@@ -105,15 +95,15 @@ def test_a_sink_that_always_fails_ends_dead_and_replays(rt, clock):
     event_id = an_event(clock)
     for wait in (0, 1, 10, 60):
         clock.advance(seconds=wait)
-        periodic.deliver_outbox(rt)
+        deliver(rt)
     event = OutboxEvent.get_by_id(event_id)
     assert (event.status, event.attempts) == ("DEAD", 4)
     assert "unavailable" in event.last_error
     clock.advance(hours=1)
-    assert periodic.deliver_outbox(rt)["failed"] == 0  # the dead stay dead
+    assert deliver(rt)["failed"] == 0  # the dead stay dead
     assert outbox.replay_dead(clock.now()) == 1
     rt.sink = FlakySink(failures=0)
-    assert periodic.deliver_outbox(rt) == {"delivered": 1, "failed": 0}
+    assert deliver(rt) == {"delivered": 1, "failed": 0}
     assert OutboxEvent.get_by_id(event_id).status == "DELIVERED"
 
 
@@ -122,7 +112,7 @@ def test_a_claimed_event_comes_back_after_its_lease(rt, clock):
     assert [e.id for e in outbox.claim_due(clock.now())] == [event_id]  # a deliverer died
     assert outbox.claim_due(clock.now()) == []
     clock.advance(seconds=31)
-    assert periodic.deliver_outbox(rt) == {"delivered": 1, "failed": 0}
+    assert deliver(rt) == {"delivered": 1, "failed": 0}
 
 
 def test_coupon_window_stock_and_one_per_user(clean_db, clock):
@@ -153,24 +143,24 @@ def test_the_gate_refuses_without_the_database_and_rebuilds_from_it(rt, clock, c
     c = coupon(clock.now(), stock=2, starts=timedelta(minutes=-1), ends=timedelta(minutes=1))
     gate.forget(c)
     users_ = [user_with_points(f"g{n}", 0, clock.now()) for n in range(4)]
-    assert gate.admit(c, users_[0], clock.now()) == "ok"
-    assert gate.admit(c, users_[0], clock.now()) == "known"
-    assert gate.admit(c, users_[1], clock.now()) == "ok"
+    assert gate.admit(c, users_[0], clock.now(), coupons.gate_state) == "ok"
+    assert gate.admit(c, users_[0], clock.now(), coupons.gate_state) == "known"
+    assert gate.admit(c, users_[1], clock.now(), coupons.gate_state) == "ok"
     with pytest.raises(DomainError, match="COUPON_SOLD_OUT"):
-        gate.admit(c, users_[2], clock.now())
+        gate.admit(c, users_[2], clock.now(), coupons.gate_state)
     gate.give_back(c, users_[1])  # user 1's issue failed for good
-    assert gate.admit(c, users_[2], clock.now()) == "ok"
+    assert gate.admit(c, users_[2], clock.now(), coupons.gate_state) == "ok"
     # After Redis loses the gate, it is rebuilt from what the database issued
     with clean_db.atomic():
         coupons.issue_coupon(users_[0], c, clock.now())
     gate.forget(c)
-    assert gate.admit(c, users_[0], clock.now()) == "known"
-    assert gate.admit(c, users_[3], clock.now()) == "ok"
+    assert gate.admit(c, users_[0], clock.now(), coupons.gate_state) == "known"
+    assert gate.admit(c, users_[3], clock.now(), coupons.gate_state) == "ok"
     with pytest.raises(DomainError, match="COUPON_SOLD_OUT"):
-        gate.admit(c, users_[1], clock.now())
+        gate.admit(c, users_[1], clock.now(), coupons.gate_state)
     clock.advance(minutes=1)
     with pytest.raises(DomainError, match="COUPON_NOT_ACTIVE"):
-        gate.admit(c, users_[3], clock.now())
+        gate.admit(c, users_[3], clock.now(), coupons.gate_state)
     gate.forget(c)
 
 
@@ -202,4 +192,4 @@ def test_orders_expire_through_the_periodic_task(rt, clock, clean_db):
     with clean_db.atomic():
         orders.create_order(uid, [(product("x", 1, 1, clock.now()), 1)], None, clock.now())
     clock.advance(minutes=6)
-    assert periodic.expire_orders(rt) == {"expired": 1}
+    assert run_task(rt, "orders.expire") == {"expired": 1}

@@ -1,7 +1,8 @@
-"""The aiohttp application factory and its routes."""
+"""The aiohttp application factory: every domain's routes, the command doors, the hub."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -9,24 +10,32 @@ import dramatiq
 import peewee
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from db.settings import Settings
 from jobs.clock import Clock
+from jobs.platform import DOMAINS, REGISTRY, load_domains
+from web import openapi
 from web.auth import TOKENS, Tokens
-from web.commands import DB, GATEWAY, JobGateway
+from web.commands import DB, GATEWAY, HUB, STREAMS, JobGateway, command_route
 from web.db import DbExecutor
+from web.hub import LiveHub
 from web.metrics import HTTP_METRICS, HttpMetrics, metrics_middleware
 from web.phone import PHONE_CODES, PhoneCodes
-from web.responses import error_middleware
+from web.responses import error_middleware, json_response
+from web.routing import Route, add_routes
 from web.sms import SmsSender, load_sender
-from web.views import concerts, coupons, jobs, ops, points, shop, users
+from web.sse import Streams
+from web.views import concerts, shop
 from web.views.ops import REDIS
 from web.views.users import SETTINGS
 from workers.bootstrap import make_waiting_room
 from workers.coupon_gate import CouponGate
+from workers.rankings import BestSellerCache
 
 log = logging.getLogger(__name__)
-API = "/api/v1"
+OPENAPI = web.AppKey("openapi", dict)
 
 
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
@@ -35,49 +44,32 @@ def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
-def add_routes(app: web.Application) -> None:
-    """Wire every path of the API."""
-    app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/readyz", ops.readyz)
-    app.router.add_get("/metrics", ops.metrics)
-    app.router.add_get(f"{API}/healthz", ops.healthz)
-    app.router.add_get(f"{API}/readyz", ops.readyz)
-    app.router.add_get(f"{API}/metrics", ops.metrics)
-    app.router.add_post(f"{API}/users/signup", users.signup)
-    app.router.add_post(f"{API}/users/login", users.login)
-    app.router.add_post(f"{API}/users/refresh", users.refresh)
-    app.router.add_post(f"{API}/users/logout", users.logout)
-    app.router.add_get(f"{API}/users/me", users.me)
-    app.router.add_post(f"{API}/users/me/phone/code", users.phone_code)
-    app.router.add_post(f"{API}/users/me/phone/verify", users.phone_verify)
-    app.router.add_get(f"{API}/jobs", jobs.list_jobs)
-    app.router.add_get(f"{API}/jobs/{{job_id}}", jobs.get_job)
-    app.router.add_post(f"{API}/points/charge", points.charge)
-    app.router.add_get(f"{API}/points", points.balance)
-    app.router.add_get(f"{API}/points/history", points.history)
-    app.router.add_get(f"{API}/products", shop.list_products)
-    app.router.add_get(f"{API}/products/best", shop.best_products)
-    app.router.add_get(f"{API}/products/{{product_id}}", shop.get_product)
-    app.router.add_post(f"{API}/admin/products", shop.create_product)
-    app.router.add_get(f"{API}/cart", shop.get_cart)
-    app.router.add_put(f"{API}/cart/items/{{product_id}}", shop.put_cart_item)
-    app.router.add_delete(f"{API}/cart/items/{{product_id}}", shop.delete_cart_item)
-    app.router.add_post(f"{API}/orders", shop.create_order)
-    app.router.add_get(f"{API}/orders", shop.list_orders)
-    app.router.add_get(f"{API}/orders/{{order_id}}", shop.get_order)
-    app.router.add_post(f"{API}/orders/{{order_id}}/payment", shop.pay_order)
-    app.router.add_post(f"{API}/admin/coupons", coupons.create_coupon)
-    app.router.add_get(f"{API}/coupons", coupons.list_coupons)
-    app.router.add_post(f"{API}/coupons/{{coupon_id}}/issue", coupons.issue_coupon)
-    app.router.add_get(f"{API}/users/me/coupons", coupons.my_coupons)
-    app.router.add_post(f"{API}/queue/tokens", concerts.take_token)
-    app.router.add_get(f"{API}/queue/tokens/me", concerts.my_place)
-    app.router.add_get(f"{API}/concerts", concerts.list_concerts)
-    app.router.add_get(f"{API}/concerts/{{concert_id}}/dates", concerts.dates)
-    app.router.add_get(f"{API}/concerts/{{concert_id}}/dates/{{date}}/seats", concerts.seats)
-    app.router.add_post(f"{API}/reservations", concerts.reserve)
-    app.router.add_post(f"{API}/reservations/{{reservation_id}}/payment", concerts.pay)
-    app.router.add_post(f"{API}/admin/concerts", concerts.create_concert)
+def hub_client(url: str, name: str = "bazaar-hub") -> aioredis.Redis:
+    """The hub's own connection: no silent retries, so a drop is seen and replayed."""
+    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), client_name=name)
+
+
+def domain_routes() -> list[Route]:
+    """Every route: each domain's web module's ``ROUTES``, and a door per command."""
+    load_domains()
+    routes: list[Route] = []
+    doors: dict = {}
+    for name in REGISTRY.domains:
+        try:
+            module = importlib.import_module(f"web.views.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"web.views.{name}":
+                raise
+            continue
+        routes += getattr(module, "ROUTES", [])
+        doors |= getattr(module, "DOORS", {})
+    routes += [command_route(c, doors.get(t)) for t, c in REGISTRY.commands.items()]
+    return routes
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """``GET /api/v1/openapi.json``."""
+    return json_response(request.app[OPENAPI])
 
 
 def create_app(
@@ -87,44 +79,56 @@ def create_app(
     client: aioredis.Redis,
     clock: Clock | None = None,
     sms: SmsSender | None = None,
+    live: aioredis.Redis | None = None,
 ) -> web.Application:
-    """Build the web application on already-created connections and broker."""
+    """Build the web application on already-created connections and broker.
+
+    ``live`` is the hub's Redis connection (by default one of its own for ``REDIS_URL``).
+    """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[metrics_middleware, error_middleware],
     )
     db = DbExecutor(database, settings.db_pool_size)
-    gateway = JobGateway(db, broker, client, settings.redis_prefix, clock or Clock())
+    if live is None:
+        live = hub_client(settings.redis_url) if settings.redis_url else client
+    hub = LiveHub(live, settings.redis_prefix)
+    gateway = JobGateway(db, broker, client, hub, settings.redis_prefix, clock or Clock())
+    streams = Streams()
     app[SETTINGS] = settings
     app[DB] = db
     app[REDIS] = client
+    app[HUB] = hub
+    app[STREAMS] = streams
     app[GATEWAY] = gateway
     app[HTTP_METRICS] = HttpMetrics()
-    app[TOKENS] = Tokens(
-        settings.jwt_secret,
-        settings.access_token_ttl,
-        settings.refresh_token_ttl,
-        client,
-        settings.redis_prefix,
-    )
+    app[TOKENS] = Tokens(settings.jwt_secret, settings.access_token_ttl,
+                         settings.refresh_token_ttl, client, settings.redis_prefix)
     app[PHONE_CODES] = PhoneCodes(
-        client,
-        settings.redis_prefix,
-        sms or load_sender(settings.sms_sender),
-        settings.phone_code_ttl,
-        settings.phone_code_max_tries,
-        settings.phone_code_rate,
+        client, settings.redis_prefix, sms or load_sender(settings.sms_sender),
+        settings.phone_code_ttl, settings.phone_code_max_tries, settings.phone_code_rate,
         settings.phone_code_rate_window,
     )
     app[concerts.ROOM] = make_waiting_room(client, settings)
-    app[coupons.COUPON_GATE] = CouponGate(client, settings.redis_prefix)
-    add_routes(app)
+    app[shop.COUPON_GATE] = CouponGate(client, settings.redis_prefix)
+    app[shop.BEST_SELLERS] = BestSellerCache(client, settings.redis_prefix)
+    routes = domain_routes()
+    routes.append(Route("GET", "/openapi.json", openapi_json, "This description",
+                        auth="none"))
+    add_routes(app, routes)
+    app[OPENAPI] = openapi.build(routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await hub.start()
         await gateway.start()
         yield
         await gateway.stop()
+        await hub.stop()
         db.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(streams.close_all)
     return app
+
+
+__all__ = ["DOMAINS", "create_app", "redis_client"]

@@ -108,11 +108,17 @@ class Tokens:
 TOKENS = web.AppKey("tokens", Tokens)
 
 
-async def access_claims(request: web.Request) -> dict:
-    """The verified access-token claims of the request; 401 without a valid Bearer token."""
+async def access_claims(request: web.Request, *, allow_query: bool = False) -> dict:
+    """The verified access-token claims of the request; 401 without a valid Bearer token.
+
+    With ``allow_query`` (event streams: browsers' EventSource cannot send headers), an
+    ``?access_token=`` stands in for the header. No log ever records query strings.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if not header:
+    if not header and allow_query and request.query.get("access_token"):
+        scheme, token = "bearer", request.query["access_token"]
+    elif not header:
         raise DomainError("UNAUTHORIZED", "an Authorization: Bearer token is required")
     if scheme.lower() != "bearer" or not token.strip():
         raise DomainError("INVALID_TOKEN", "the Authorization header must be 'Bearer <token>'")
@@ -120,6 +126,11 @@ async def access_claims(request: web.Request) -> dict:
     claims = tokens.decode(token.strip(), "access")
     await tokens.check_session(claims)
     return claims
+
+
+async def require_stream_user(request: web.Request) -> int:
+    """The user of an event stream: Bearer header or ``?access_token=``."""
+    return int((await access_claims(request, allow_query=True))["sub"])
 
 
 async def require_user(request: web.Request) -> int:

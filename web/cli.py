@@ -25,17 +25,17 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     """Create an admin user, or promote an existing one (its password is kept)."""
+    import msgspec
+
     from db.connection import connect_database
     from jobs import users
     from jobs.clock import utcnow
-    from jobs.errors import InvalidRequest
-    from web.validation import validate
-    from web.views.users import SIGNUP
+    from web.views.users import Signup
 
     try:
-        validate({"username": args.username, "password": args.password}, SIGNUP)
-    except InvalidRequest as e:
-        print(f"refused: {e.fields}", file=sys.stderr)
+        msgspec.convert({"username": args.username, "password": args.password}, Signup)
+    except msgspec.ValidationError as e:
+        print(f"refused: {e}", file=sys.stderr)
         return 2
     db = connect_database(settings.database_url, 2)
     with db.connection_context():

@@ -1,10 +1,14 @@
-"""Commands and jobs: record + enqueue (202), long-poll job status, list jobs.
+"""Commands and jobs: record + enqueue (202), wait for jobs through the live hub.
 
 A command is answered 202 only after its job row is committed and its message is in
 the broker. Commands without an ``Idempotency-Key`` are group-committed: whatever
 arrives while earlier batches are being written goes out as the next batch, one
 multi-row INSERT and one pipelined enqueue for all of it. The ``sent`` flag on the
 rows is set in batches afterwards; the re-send sweep covers a crash before that.
+
+Every registered command gets its route here (:func:`command_route`): the body is
+decoded with the command's schema, path ids and the domain's door check fill in the
+rest, and the payload is recorded as the schema's JSON form.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import contextlib
 import logging
 import re
 import uuid
-from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dramatiq
+import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -25,10 +30,17 @@ from db.models import Job
 from jobs import records
 from jobs.clock import Clock
 from jobs.errors import DomainError, InvalidRequest
+from jobs.platform import Command, Event
+from web.auth import require_user
 from web.db import DbExecutor
+from web.hub import LiveHub
 from web.responses import json_response
+from web.routing import Route
+from web.schema import decode_body, to_payload
+from web.sse import Streams
+from web.validation import path_id
 from workers.broker import send_jobs
-from workers.events import counters_key, done_channel
+from workers.events import counters_key
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +48,9 @@ MAX_WAIT = 30
 MAX_BATCH = 500
 BATCHES_IN_FLIGHT = 4
 _KEY = re.compile(r"[\x21-\x7e]{1,64}")
-_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*([0-9]{1,9})", re.IGNORECASE)
+TERMINAL = ("succeeded", "failed")
+Door = Callable[[web.Request, int, dict[str, Any]], Awaitable[DomainError | None]]
 
 
 class JobGateway:
@@ -47,26 +61,25 @@ class JobGateway:
         db: DbExecutor,
         broker: dramatiq.Broker,
         client: aioredis.Redis,
+        hub: LiveHub,
         prefix: str,
         clock: Clock,
     ) -> None:
         self.db = db
         self.broker = broker
         self.redis = client
-        self.channel = done_channel(prefix)
+        self.hub = hub
         self.counters = counters_key(prefix)
         self.clock = clock
-        self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
         self._sent: list = []
         self._pending: list[tuple[uuid.UUID, int, str, dict, dict | None, asyncio.Future]] = []
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        """Start the batch writer, the finished-job listener and the ``sent`` flusher."""
+        """Start the batch writer and the ``sent`` flusher."""
         self._tasks = [
             asyncio.create_task(self._write_batches(), name="batch-writer"),
-            asyncio.create_task(self._listen(), name="job-done-listener"),
             asyncio.create_task(self._flush_sent_forever(), name="sent-flusher"),
         ]
 
@@ -98,25 +111,25 @@ class JobGateway:
             job, created = await self.db(self._record_and_send, user_id, job_type, payload, key)
             if created:
                 self._sent.append(job.id)
-            if wait and not records.is_terminal(job):
-                job = await self.wait(str(job.id), user_id, wait)
-            return job_response(job, answer_terminal=bool(wait) or not created)
+            view = records.job_view(job)
+            if wait and view["status"] not in TERMINAL:
+                view = await self.wait(view["id"], user_id, wait)
+            return job_response(view, answer_terminal=bool(wait) or not created)
         error = refusal.as_dict() if refusal else None
         job_id = uuid.uuid4()
         # Listen before the job exists, so its outcome cannot slip by unnoticed.
-        woken = self._listen_for(str(job_id)) if wait and not error else None
+        outcome = self._listen_for(str(job_id), user_id) if wait and not error else None
         try:
             job = await self._submit_batched(job_id, user_id, job_type, payload, error)
-            if woken is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken, wait)
-                job = await self.db(records.get_job, str(job_id), user_id)
+            view = records.job_view(job)
+            if outcome is not None:
+                view = await self._await_outcome(outcome, str(job_id), user_id, wait)
         finally:
-            if woken is not None:
-                self._stop_listening(str(job_id), woken)
+            if outcome is not None:
+                outcome[1]()
         if error:  # counted with the workers' outcomes, for /metrics
             await self.redis.hincrby(self.counters, f"{job_type}|failed", 1)
-        return job_response(job, answer_terminal=bool(wait))
+        return job_response(view, answer_terminal=bool(wait))
 
     def _record_and_send(
         self, user_id: int, job_type: str, payload: dict, key: str | None
@@ -198,52 +211,79 @@ class JobGateway:
 
     # -- waiting ----------------------------------------------------------------------
 
-    def _listen_for(self, job_id: str) -> asyncio.Future:
-        """A future the listener resolves when ``job_id`` turns terminal."""
+    def _listen_for(self, job_id: str, user_id: int) -> tuple[asyncio.Future, Callable]:
+        """A future the hub resolves with the job's body once it is terminal (or with
+        None after a hub gap), and the function that stops listening."""
         woken = asyncio.get_running_loop().create_future()
-        self._waiters[job_id].add(woken)
-        return woken
 
-    def _stop_listening(self, job_id: str, woken: asyncio.Future) -> None:
-        waiters = self._waiters.get(job_id)
-        if waiters is not None:
-            waiters.discard(woken)
-            if not waiters:
-                del self._waiters[job_id]
+        def on_event(event: Event | None) -> None:
+            if woken.done():
+                return
+            if event is None:
+                woken.set_result(None)
+            elif event.data.get("id") == job_id and event.data.get("status") in TERMINAL:
+                woken.set_result(event.data)
 
-    async def wait(self, job_id: str, user_id: int, timeout: float) -> Job:
-        """The job once terminal, or as it is after ``timeout`` seconds."""
+        return woken, self.hub.listen("job", str(user_id), on_event)
+
+    async def _await_outcome(self, outcome: tuple[asyncio.Future, Callable], job_id: str,
+                             user_id: int, timeout: float) -> dict:
+        """The job's terminal body from the hub, or as the database has it after
+        ``timeout`` s (re-read each second meanwhile, in case a notice was lost)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        woken, stop = outcome
         while True:
-            woken = self._listen_for(job_id)
-            try:
-                job = await self.db(records.get_job, job_id, user_id)
-                remaining = deadline - loop.time()
-                if records.is_terminal(job) or remaining <= 0:
-                    return job
-                # Woken by the worker's notice; re-read at least every second regardless.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken, min(remaining, 1.0))
-            finally:
-                self._stop_listening(job_id, woken)
+            remaining = deadline - loop.time()
+            with contextlib.suppress(TimeoutError):
+                body = await asyncio.wait_for(asyncio.shield(woken), max(0, min(remaining, 1.0)))
+                if body is not None:
+                    return body
+            view = records.job_view(await self.db(records.get_job, job_id, user_id))
+            if view["status"] in TERMINAL or deadline - loop.time() <= 0:
+                return view
+            if woken.done():  # a gap: listen afresh
+                stop()
+                woken, stop = outcome = self._listen_for(job_id, user_id)
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
-                    job_id = message["data"]
-                    job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
-                    for woken in self._waiters.get(job_id, ()):
-                        if not woken.done():
-                            woken.set_result(None)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("job notifications interrupted; reconnecting", exc_info=True)
-                await asyncio.sleep(1)
+    async def wait(self, job_id: str, user_id: int, timeout: float) -> dict:
+        """The job's body once terminal, or as it is after ``timeout`` seconds."""
+        outcome = self._listen_for(job_id, user_id)
+        try:
+            view = records.job_view(await self.db(records.get_job, job_id, user_id))
+            if view["status"] in TERMINAL or timeout <= 0:
+                return view
+            return await self._await_outcome(outcome, job_id, user_id, timeout)
+        finally:
+            outcome[1]()
+
+
+def command_route(command: Command, door: Door | None = None) -> Route:
+    """The door of a command: authenticate, decode with its schema, check, submit."""
+    bound = set(command.path_fields) | set(command.door_fields)
+    body_schema = command.schema if not bound else msgspec.defstruct(
+        f"{command.schema.__name__}Body",
+        [(f.name, f.type, f.default if not f.required else msgspec.NODEFAULT)
+         for f in msgspec.structs.fields(command.schema) if f.name not in bound],
+        forbid_unknown_fields=True, omit_defaults=True)
+
+    async def submit_command(request: web.Request) -> web.Response:
+        user_id = await require_user(request)
+        fields = {name: path_id(request, name, command.not_found)
+                  for name in command.path_fields}
+        body = decode_body(await request.read(), body_schema)
+        values = msgspec.structs.asdict(body) | fields
+        refusal = await door(request, user_id, values) if door is not None else None
+        payload = body if not bound else command.schema(**values)
+        return await request.app[GATEWAY].submit(request, user_id, command.type,
+                                                 to_payload(payload), refusal)
+
+    submit_command.__name__ = f"submit_{command.type.replace('.', '_')}"
+    return Route(command.method, command.path, submit_command, command.summary,
+                 body=body_schema, response=command.result, status=202,
+                 errors=command.errors, decodes=False,
+                 door_errors=(command.not_found,) if command.path_fields else (),
+                 headers=("Idempotency-Key", "Prefer"), job_type=command.type)
 
 
 def idempotency_key(request: web.Request) -> str | None:
@@ -262,17 +302,19 @@ def prefer_wait(header: str | None) -> int:
     return min(int(match.group(1)), MAX_WAIT) if match else 0
 
 
-def job_response(job: Job, answer_terminal: bool = True) -> web.Response:
+def job_response(view: dict, answer_terminal: bool = True) -> web.Response:
     """200 with a terminal job; 202 + ``Location`` + ``Retry-After`` otherwise.
 
     A new command answers 202 even when it is already terminal (refused at the door),
     unless the client asked to wait for the outcome.
     """
-    location = f"/api/v1/jobs/{job.id}"
-    if records.is_terminal(job) and answer_terminal:
-        return json_response(records.job_view(job), 200, {"Location": location})
-    return json_response(records.job_view(job), 202, {"Location": location, "Retry-After": "1"})
+    location = f"/api/v1/jobs/{view['id']}"
+    if view["status"] in TERMINAL and answer_terminal:
+        return json_response(view, 200, {"Location": location})
+    return json_response(view, 202, {"Location": location, "Retry-After": "1"})
 
 
 GATEWAY = web.AppKey("gateway", JobGateway)
 DB = web.AppKey("db", DbExecutor)
+HUB = web.AppKey("hub", LiveHub)
+STREAMS = web.AppKey("streams", Streams)

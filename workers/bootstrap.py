@@ -2,42 +2,54 @@
 
 from __future__ import annotations
 
-import importlib
+from typing import Any
 
 import redis
 
 from db.connection import connect_database
 from db.settings import Settings
 from jobs.clock import Clock
+from jobs.platform import load_domains
 from workers import runtime
-from workers.broker import build_broker
+from workers.actors import declare_actors
+from workers.broker import BrokerEpoch, build_broker
 from workers.coupon_gate import CouponGate
-from workers.events import JobEvents
+from workers.events import Publisher
+from workers.rankings import BestSellerCache
 from workers.sinks import make_sink
 from workers.waiting_room import WaitingRoom
 
 
-def make_waiting_room(client, settings: Settings) -> WaitingRoom:
+def make_waiting_room(client: Any, settings: Settings) -> WaitingRoom:
     """The waiting room with this deployment's limits, on ``client`` (sync or asyncio)."""
     return WaitingRoom(client, settings.redis_prefix, settings.queue_active_limit,
                        settings.queue_active_ttl, settings.queue_idle_ttl)
 
 
-def start(settings: Settings, client: redis.Redis, clock: Clock | None = None) -> runtime.Runtime:
-    """Connect, build the broker, install the runtime and declare every actor on it."""
-    database = connect_database(settings.database_url, settings.db_pool_size)
-    broker = build_broker(settings)
-    rt = runtime.Runtime(
+def make_runtime(settings: Settings, client: redis.Redis, database, broker,
+                 clock: Clock | None = None) -> runtime.Runtime:
+    """The services handlers get, on already-open connections."""
+    prefix = settings.redis_prefix
+    return runtime.Runtime(
         settings=settings,
         database=database,
         redis=client,
         broker=broker,
         clock=clock or Clock(),
-        events=JobEvents(client, settings.redis_prefix),
-        coupon_gate=CouponGate(client, settings.redis_prefix),
+        publisher=Publisher(client, prefix),
+        coupon_gate=CouponGate(client, prefix),
         sink=make_sink(settings.data_platform_url),
         waiting_room=make_waiting_room(client, settings),
+        best_sellers=BestSellerCache(client, prefix),
+        broker_epoch=BrokerEpoch(client, prefix),
     )
+
+
+def start(settings: Settings, client: redis.Redis, clock: Clock | None = None) -> runtime.Runtime:
+    """Connect, build the broker, install the runtime and declare every actor on it."""
+    load_domains()
+    database = connect_database(settings.database_url, settings.db_pool_size)
+    rt = make_runtime(settings, client, database, build_broker(settings), clock)
     runtime.install(rt)
-    importlib.import_module("workers.actors")  # actors bind to the broker just built
+    declare_actors(rt.broker)
     return rt

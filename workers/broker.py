@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -120,6 +122,23 @@ def send_periodic(broker: dramatiq.Broker, schedule_id: str, slot: int) -> None:
             message_id=f"{schedule_id}:{slot}",
         )
     )
+
+
+class BrokerEpoch:
+    """A key that lives as long as the broker's data: when Redis loses its data (it keeps
+    nothing on disk), the key is gone too, and every unfinished job must be re-sent."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.key = f"{prefix}:broker-epoch"
+
+    def exists(self) -> bool:
+        """Whether the broker's data is the data the jobs were sent into."""
+        return bool(self.client.exists(self.key))
+
+    def renew(self, now: datetime) -> None:
+        """Mark the broker's current data as known (after the re-send was recorded)."""
+        self.client.set(self.key, now.isoformat())
 
 
 def queue_depth_keys(settings: Settings) -> dict[str, str]:

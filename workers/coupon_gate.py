@@ -10,12 +10,12 @@ plus the users who hold one.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from datetime import UTC, datetime
-
-import redis
+from typing import Any
 
 from db.models import Coupon
-from jobs import coupons
 from jobs.errors import DomainError
 
 # KEYS: state hash, holders set. ARGV: user, now (unix). -> ok|known|sold_out|not_active|unknown
@@ -46,21 +46,46 @@ if redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
 end
 return 1
 """
+# KEYS: state hash. Close a gate that exists; never create one.
+_SOLD_OUT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'remaining', 0) end
+return 1
+"""
 
 
 def _unix(dt: datetime) -> float:
     return dt.replace(tzinfo=UTC).timestamp()
 
 
-class CouponGate:
-    """Admits or refuses coupon requests in Redis, in one round trip each."""
+def then(value: Any, step: Callable[[Any], Any]) -> Any:
+    """``step(value)``; when ``value`` is awaitable, a coroutine doing the same.
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    Lets one sequence of Redis calls serve both the asyncio client at the door and the
+    sync client in workers.
+    """
+    if not inspect.isawaitable(value):
+        return step(value)
+
+    async def later() -> Any:
+        result = step(await value)
+        return await result if inspect.isawaitable(result) else result
+
+    return later()
+
+
+class CouponGate:
+    """Admits or refuses coupon requests in Redis, in one round trip each.
+
+    On an asyncio client every method returns an awaitable.
+    """
+
+    def __init__(self, client: Any, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self._pass = client.register_script(_PASS)
         self._load = client.register_script(_LOAD)
         self._give_back = client.register_script(_GIVE_BACK)
+        self._sold_out = client.register_script(_SOLD_OUT)
 
     def keys(self, coupon_id: int) -> list[str]:
         """The state hash and holders set of a coupon."""
@@ -87,24 +112,32 @@ class CouponGate:
             raise DomainError("COUPON_SOLD_OUT", "no coupons left")
         return verdict
 
-    def admit(self, coupon_id: int, user_id: int, now: datetime) -> str:
-        """``ok`` (counted down) or ``known`` (let the database decide); refusals raise."""
-        verdict = self.judge(self.try_pass(coupon_id, user_id, now))
-        if verdict == "unknown":
-            self.load(*coupons.gate_state(coupon_id))
-            verdict = self.judge(self.try_pass(coupon_id, user_id, now))
-        return verdict
+    def admit(self, coupon_id: int, user_id: int, now: datetime,
+              gate_state: Callable[[int], Any]):
+        """``ok`` (counted down) or ``known`` (let the database decide); refusals raise.
 
-    def give_back(self, coupon_id: int, user_id: int) -> None:
+        A gate with no state yet is rebuilt from ``gate_state(coupon_id)`` (the coupon and
+        its holders; ``COUPON_NOT_FOUND`` for an unknown coupon), then asked again.
+        """
+        def second_try(_: Any) -> Any:
+            return then(self.try_pass(coupon_id, user_id, now), self.judge)
+
+        def rebuild_if_unknown(verdict: str) -> Any:
+            if verdict != "unknown":
+                return verdict
+            return then(then(gate_state(coupon_id), lambda st: self.load(*st)), second_try)
+
+        return then(then(self.try_pass(coupon_id, user_id, now), self.judge),
+                    rebuild_if_unknown)
+
+    def give_back(self, coupon_id: int, user_id: int):
         """Return a place taken by a request that then failed for good."""
-        self._give_back(keys=self.keys(coupon_id), args=[user_id])
+        return self._give_back(keys=self.keys(coupon_id), args=[user_id])
 
-    def mark_sold_out(self, coupon_id: int) -> None:
-        """The database says none are left: stop admitting anyone."""
-        state = self.keys(coupon_id)[0]
-        if self.client.exists(state):
-            self.client.hset(state, "remaining", 0)
+    def mark_sold_out(self, coupon_id: int):
+        """The database says none are left: stop admitting anyone (a gate kept, not made)."""
+        return self._sold_out(keys=self.keys(coupon_id))
 
-    def forget(self, coupon_id: int) -> None:
+    def forget(self, coupon_id: int):
         """Drop the gate's state (it is rebuilt from the database on next use)."""
-        self.client.delete(*self.keys(coupon_id))
+        return self.client.delete(*self.keys(coupon_id))

@@ -1,19 +1,36 @@
-"""What workers tell the rest of the system through Redis: job outcomes and job metrics.
+"""What workers tell the rest of the system through Redis, after a commit.
 
-Web processes subscribe to :func:`done_channel` to wake long-polls; ``/metrics`` reads
-the counters and latency buckets kept here, so worker metrics need no scrape endpoint.
+Live events go out on ``{prefix}:live:{topic}``; every web process's hub listens to
+them all with one pattern subscription. Job outcomes are counted here too (``/metrics``
+reads the counters and latency buckets), in the same round trip as the publish.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import msgspec
 import redis
 
+from jobs.platform import REGISTRY, Event
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_encode = msgspec.json.Encoder().encode
 
 
-def done_channel(prefix: str) -> str:
-    """Pub/sub channel carrying the id of every job that turned terminal."""
-    return f"{prefix}:jobs:done"
+def live_channel(prefix: str, topic: str) -> str:
+    """The pub/sub channel of a live topic."""
+    return f"{prefix}:live:{topic}"
+
+
+def live_pattern(prefix: str) -> str:
+    """The pattern that matches every live channel."""
+    return f"{prefix}:live:*"
+
+
+def encode_event(event: Event) -> bytes:
+    """An event as it travels on pub/sub: ``{"key", "id", "data"}``."""
+    return _encode({"key": event.key, "id": event.id, "data": event.data})
 
 
 def counters_key(prefix: str) -> str:
@@ -29,22 +46,31 @@ def latency_key(prefix: str) -> str:
     return f"{prefix}:metrics:job_latency"
 
 
-class JobEvents:
-    """Publishes job outcomes and counts them, in one round trip per job."""
+class Publisher:
+    """Publishes committed events and counts job outcomes, in one round trip."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
 
-    def finished(self, job_id: str, job_type: str, outcome: str, latency: float | None) -> None:
-        """Announce that ``job_id`` is terminal with ``outcome`` (succeeded, failed, skipped)."""
+    def publish(
+        self,
+        events: Iterable[Event],
+        job_type: str | None = None,
+        outcome: str | None = None,
+        latency: float | None = None,
+    ) -> None:
+        """Publish the live ``events``; count a job's ``outcome`` and latency if given."""
         pipe = self.client.pipeline(transaction=False)
-        if outcome != "skipped":
-            pipe.publish(done_channel(self.prefix), job_id)
-        pipe.hincrby(counters_key(self.prefix), f"{job_type}|{outcome}", 1)
+        for event in events:
+            if event.topic in REGISTRY.live_topics:
+                pipe.publish(live_channel(self.prefix, event.topic), encode_event(event))
+        if job_type is not None:
+            pipe.hincrby(counters_key(self.prefix), f"{job_type}|{outcome}", 1)
         if latency is not None:
             key = latency_key(self.prefix)
             le = next((str(b) for b in LATENCY_BUCKETS if latency <= b), "+Inf")
             pipe.hincrby(key, f"{job_type}|{le}", 1)
             pipe.hincrbyfloat(key, f"{job_type}|sum", latency)
-        pipe.execute()
+        if len(pipe):
+            pipe.execute()

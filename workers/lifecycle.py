@@ -1,38 +1,43 @@
-"""The job lifecycle around every command actor.
+"""The lifecycle around every command, periodic task and reaction: it owns the transaction.
 
 One delivery of a job message goes:
 
 1. ``start_job``: queued/running -> running, ``attempts += 1`` (committed; counts
    deliveries, so a job that keeps killing its worker is failed after a few);
-2. in one transaction: run the command, then mark the job ``succeeded`` only if it
-   is not terminal yet -- the effect and the outcome commit together, and a delivery
-   that loses that conditional update (another delivery finished first; it waited on
-   the job row's lock) rolls its effect back;
-3. a refusal (``DomainError``) rolls the effect back and fails the job with its code;
-   a transient fault is re-raised so Dramatiq retries with backoff, and fails the job
-   with ``INTERNAL_ERROR`` once the retries are spent; a bug fails it at once.
+2. the command's ``gate``, if any, before any transaction (it may refuse);
+3. in one transaction: the handler, then the job marked ``succeeded`` only if it is not
+   terminal yet -- the effect and the outcome commit together, and a delivery that
+   loses that conditional update (another delivery finished first) rolls back;
+4. after the commit, and only then: the events the handler emitted are published (live
+   ones to every web process's hub) and handed to their reactions, together with the
+   job's own status event;
+5. a refusal (``DomainError``) rolls the effect back, drops its events and fails the job
+   with its code; a transient fault is re-raised so Dramatiq retries with backoff, and
+   fails the job with ``INTERNAL_ERROR`` once the retries are spent; a bug fails it at
+   once. After a committed failure the command's ``give_up`` hook runs.
+
+Periodic tasks run the same way: the slot claim, the handler and its effects in one
+transaction (a second run of a slot finds the claim and does nothing), events after
+commit, transient faults retried. Each reaction gets its own transaction and context.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import Any
 
-import dramatiq
+import msgspec
 from dramatiq.middleware import CurrentMessage
 
 from db.connection import TRANSIENT_ERRORS
 from db.models import Job
-from jobs import records
+from jobs import records, sweeps
 from jobs.errors import DomainError
+from jobs.platform import REGISTRY, Command, Context, Event
 from workers import runtime
-from workers.broker import COMMANDS_QUEUE
 
 log = logging.getLogger(__name__)
-
-Command = Callable[[Job, "runtime.Runtime"], dict]
-Gate = Callable[[Job, "runtime.Runtime"], None]
-GiveUp = Callable[[Job, "runtime.Runtime"], None]
+MAX_REACTION_DEPTH = 4
 
 
 def _retries_so_far() -> int:
@@ -40,91 +45,152 @@ def _retries_so_far() -> int:
     return message.options.get("retries", 0) if message else 0
 
 
-def execute_job(
-    job_id: str, command: Command, gate: Gate | None = None, give_up: GiveUp | None = None
-) -> str:
-    """Run one delivery of ``job_id`` through ``command``; returns the outcome.
+def _may_retry() -> bool:
+    return _retries_so_far() < runtime.current().settings.job_max_retries
 
-    ``gate``, if given, runs before the transaction and may refuse (``DomainError``)
-    without the command ever opening one. ``give_up``, if given, runs once when the job
-    fails for good with ``INTERNAL_ERROR`` (faults, not refusals), to undo what the gate
-    took.
-    """
+
+def execute_job(job_id: str, command: Command | None = None) -> str:
+    """Run one delivery of ``job_id`` (through ``command``, else its registered one)."""
     rt = runtime.current()
-    db, now = rt.database, rt.clock.now()
-    extra = {"job_id": job_id}
-    with db.connection_context():
-        job = records.start_job(job_id, now)
+    extra: dict[str, Any] = {"job_id": job_id}
+    with rt.database.connection_context():
+        job = records.start_job(job_id, rt.clock.now())
         if job is None:
             log.info("job skipped: unknown or already terminal", extra=extra)
-            rt.events.finished(job_id, "unknown", "skipped", None)
+            rt.publisher.publish((), "unknown", "skipped")
             return "skipped"
         extra |= {"job_type": job.type, "user_id": job.user_id, "attempt": job.attempts}
+        ctx = Context(now=rt.clock.now(), services=rt, job=job, user_id=job.user_id)
+        command = command or REGISTRY.commands.get(job.type)
+        if command is None:
+            return _fail(ctx, None, None, "INTERNAL_ERROR", "no such command", extra)
         if job.attempts > rt.settings.job_max_deliveries:
-            return _fail(job, "INTERNAL_ERROR", "gave up after repeated deliveries", extra,
-                         give_up)
+            return _fail(ctx, command, None, "INTERNAL_ERROR",
+                         "gave up after repeated deliveries", extra)
+        payload = None
         try:
-            if gate is not None:
-                gate(job, rt)
-            with db.atomic() as transaction:
-                result = command(job, rt)
-                if records.finish_job(job_id, rt.clock.now(), result=result):
-                    outcome = "succeeded"
-                else:
+            payload = command.decode(job.payload)
+            if command.gate is not None:
+                command.gate(ctx, payload)
+            with rt.database.atomic() as transaction:
+                result = command.handler(ctx, payload)
+                finished = records.finish_job(job_id, rt.clock.now(), result=result)
+                if finished is None:
                     transaction.rollback()
-                    outcome = "skipped"
         except DomainError as refusal:
-            return _fail(job, refusal.code, refusal.message, extra)
+            return _fail(ctx, command, payload, refusal.code, refusal.message, extra)
+        except msgspec.ValidationError as e:
+            return _fail(ctx, command, None, "INTERNAL_ERROR", "stored payload is invalid",
+                         extra | {"reason": str(e)})
         except TRANSIENT_ERRORS as fault:
-            if _retries_so_far() < rt.settings.job_max_retries:
+            if _may_retry():
                 log.warning("job will retry", extra=extra | {"reason": repr(fault)})
                 raise
-            return _fail(job, "INTERNAL_ERROR", "a dependency kept failing", extra, give_up)
+            return _fail(ctx, command, payload, "INTERNAL_ERROR", "a dependency kept failing",
+                         extra)
         except Exception:
             log.exception("job crashed", extra=extra)
-            return _fail(job, "INTERNAL_ERROR", "internal error", extra, give_up)
-    log.info("job %s", outcome, extra=extra)
-    _announce(job, outcome)
-    return outcome
+            return _fail(ctx, command, payload, "INTERNAL_ERROR", "internal error", extra)
+    if finished is None:
+        log.info("job skipped: another delivery finished it", extra=extra)
+        rt.publisher.publish((), job.type, "skipped")
+        return "skipped"
+    log.info("job succeeded", extra=extra)
+    _after_commit(ctx.events, finished, "succeeded")
+    return "succeeded"
 
 
-def _fail(job: Job, code: str, message: str, extra: dict, give_up: GiveUp | None = None) -> str:
-    rt = runtime.current()
+def _fail(ctx: Context, command: Command | None, payload: Any, code: str, message: str,
+          extra: dict) -> str:
+    """Commit the job's failure (dropping whatever it emitted), then run ``give_up``."""
+    rt, job = ctx.services, ctx.job
     with rt.database.atomic():
-        changed = records.finish_job(
-            job.id, rt.clock.now(), error={"code": code, "message": message}
-        )
-    outcome = "failed" if changed else "skipped"
-    if changed and give_up is not None:
+        finished = records.finish_job(job.id, rt.clock.now(),
+                                      error={"code": code, "message": message})
+    if finished is None:
+        rt.publisher.publish((), job.type, "skipped")
+        return "skipped"
+    log.info("job failed", extra=extra | {"reason": code})
+    if command is not None and command.give_up is not None and payload is not None:
         try:
-            give_up(job, rt)
+            command.give_up(Context(now=rt.clock.now(), services=rt, job=job,
+                                    user_id=job.user_id), payload, code)
         except Exception:  # the job's outcome stands; log what could not be undone
             log.exception("could not undo a failed job's gate", extra=extra)
-    log.info("job %s", outcome, extra=extra | {"reason": code})
-    _announce(job, outcome)
-    return outcome
+    _after_commit([], finished, "failed")
+    return "failed"
 
 
-def _announce(job: Job, outcome: str) -> None:
+def _after_commit(events: list[Event], job: Job, outcome: str) -> None:
+    """Publish the job's status event and what its handler emitted; run reactions."""
     rt = runtime.current()
+    status = Event("job", records.job_view(job), key=str(job.user_id), id=job.seq)
     latency = (rt.clock.now() - job.created_at).total_seconds()
     try:
-        rt.events.finished(str(job.id), job.type, outcome, latency)
-    except Exception:  # the outcome is committed; a lost notification only delays pollers
-        log.warning("could not publish job outcome", extra={"job_id": str(job.id)})
+        rt.publisher.publish([status, *events], job.type, outcome, latency)
+    except Exception:  # committed; a lost notice only delays pollers and live streams
+        log.warning("could not publish job events", extra={"job_id": str(job.id)})
+    react(events)
 
 
-def command(
-    job_type: str, gate: Gate | None = None, give_up: GiveUp | None = None
-) -> Callable[[Command], dramatiq.Actor]:
-    """Declare the actor for ``job_type``: a thin wrapper running ``fn`` in the lifecycle."""
+def react(events: list[Event], depth: int = 0) -> list[dict]:
+    """Run the reactions to committed ``events``, each in its own transaction."""
+    rt, results = runtime.current(), []
+    for event in events:
+        for reaction in REGISTRY.reactions.get(event.topic, ()):
+            ctx = Context(now=rt.clock.now(), services=rt)
+            try:
+                with rt.database.connection_context(), rt.database.atomic():
+                    result = reaction(ctx, event)
+            except Exception:  # each reaction's own retry story (leases, sweeps) covers it
+                log.exception("reaction failed", extra={"topic": event.topic})
+                continue
+            results.append(result or {})
+            if ctx.events and depth < MAX_REACTION_DEPTH:
+                _publish_quietly(ctx.events)
+                results += react(ctx.events, depth + 1)
+    return results
 
-    def decorate(fn: Command) -> dramatiq.Actor:
-        def run(job_id: str) -> None:
-            execute_job(job_id, fn, gate, give_up)
 
-        run.__name__ = run.__qualname__ = fn.__name__
-        run.__doc__ = fn.__doc__
-        return dramatiq.actor(run, actor_name=job_type, queue_name=COMMANDS_QUEUE)
+def _publish_quietly(events: list[Event]) -> None:
+    try:
+        runtime.current().publisher.publish(events)
+    except Exception:
+        log.warning("could not publish events", exc_info=True)
 
-    return decorate
+
+def run_periodic(schedule_id: str, slot: int) -> dict | None:
+    """Run ``schedule_id`` for ``slot`` unless that slot already ran.
+
+    Returns what the handler and its reactions reported, or None when nothing ran.
+    """
+    rt = runtime.current()
+    task = REGISTRY.periodic.get(schedule_id)
+    extra = {"schedule_id": schedule_id, "slot": slot}
+    if task is None:
+        log.error("unknown periodic task", extra=extra)
+        return None
+    ctx = Context(now=rt.clock.now(), services=rt)
+    try:
+        with rt.database.connection_context(), rt.database.atomic():
+            if not sweeps.claim_slot(schedule_id, slot, ctx.now):
+                log.info("periodic slot already ran", extra=extra)
+                return None
+            result = task.handler(ctx)
+    except DomainError as refusal:
+        log.warning("periodic task refused", extra=extra | {"reason": refusal.code})
+        return None
+    except TRANSIENT_ERRORS as fault:
+        if _may_retry():
+            log.warning("periodic task will retry", extra=extra | {"reason": repr(fault)})
+            raise
+        log.error("periodic task kept failing", extra=extra | {"reason": repr(fault)})
+        return None
+    except Exception:  # a bug: the next slot tries again
+        log.exception("periodic task crashed", extra=extra)
+        return None
+    _publish_quietly(ctx.events)
+    for more in react(ctx.events):
+        result = result | more
+    log.debug("periodic ran", extra=extra | result)
+    return result

@@ -1,7 +1,13 @@
-"""What actors need at run time, created once at process start-up and passed in here."""
+"""What handlers and actors need at run time, created once at process start-up.
+
+The runtime is the ``services`` of every handler's context: settings, the clock, and
+one adapter per piece of Redis-kept domain state. Handlers reach Redis only through
+these adapters, and only from reactions or gates, never inside a transaction.
+"""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import dramatiq
@@ -10,25 +16,33 @@ import redis
 
 from db.settings import Settings
 from jobs.clock import Clock
+from workers.broker import BrokerEpoch, send_jobs
 from workers.coupon_gate import CouponGate
-from workers.events import JobEvents
+from workers.events import Publisher
+from workers.rankings import BestSellerCache
 from workers.sinks import Sink
 from workers.waiting_room import WaitingRoom
 
 
 @dataclass
 class Runtime:
-    """The process's settings, connections, broker, clock, and what the actors use."""
+    """The process's settings, connections, broker, clock, and domain adapters."""
 
     settings: Settings
     database: peewee.Database
     redis: redis.Redis
     broker: dramatiq.Broker
     clock: Clock
-    events: JobEvents
+    publisher: Publisher
     coupon_gate: CouponGate
     sink: Sink
-    waiting_room: WaitingRoom | None = None
+    waiting_room: WaitingRoom
+    best_sellers: BestSellerCache
+    broker_epoch: BrokerEpoch
+
+    def send_jobs(self, jobs: list[tuple[uuid.UUID | str, str]]) -> None:
+        """Enqueue the messages of recorded jobs."""
+        send_jobs(self.broker, jobs)
 
 
 _runtime: Runtime | None = None

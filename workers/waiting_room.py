@@ -207,6 +207,15 @@ class WaitingRoom:
         return self._promote(keys=keys, args=[millis(now), self.active_limit,
                                               self.active_ttl_ms, self.idle_ttl_ms, batch])
 
+    def has_line(self, concert_id: int):
+        """Whether the concert has (had) a line, so it is known to exist."""
+        return self.client.sismember(self.concerts_key, concert_id)
+
+    def promote_all(self, now: datetime) -> int:
+        """Scheduler only (sync client): :meth:`promote` every concert's line."""
+        return sum(int(self.promote(int(concert_id), now)[0])
+                   for concert_id in self.client.smembers(self.concerts_key))
+
     def leave(self, concert_id: int, user_id: int):
         """End a user's token for a concert (after they paid)."""
         return self._leave(keys=self.keys(concert_id), args=[user_id])

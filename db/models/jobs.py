@@ -39,12 +39,15 @@ class Job(BaseModel):
     created_at = peewee.DateTimeField()
     started_at = peewee.DateTimeField(null=True)
     finished_at = peewee.DateTimeField(null=True)
+    # The job event sequence value of its last status change (``GET /jobs/events`` ids).
+    seq = peewee.BigIntegerField(null=True)
 
     class Meta:
         table_name = "jobs"
         indexes = (
             (("user", "idempotency_key"), True),
             (("user", "created_at"), False),
+            (("user", "seq"), False),
         )
 
 

@@ -4,24 +4,89 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import Annotated
 
+import msgspec
 from aiohttp import web
 
 from jobs import concerts
 from jobs.clock import iso, utcnow
 from jobs.errors import DomainError, InvalidRequest
 from web.auth import TOKENS, require_admin, require_user
-from web.commands import DB, GATEWAY
+from web.commands import DB
 from web.responses import json_response
-from web.validation import Anything, Int, Str, page_params, path_id, read_body, read_json, validate
+from web.routing import Route
+from web.shapes import Int, Items, Page, Text
+from web.validation import PAGING, page_params, path_id
 from workers.waiting_room import WaitingRoom
 
 ROOM = web.AppKey("waiting_room", WaitingRoom)
-JOIN = {"concert_id": Int(1, 2**53)}
-RESERVE = {"concert_id": Int(1, 2**53), "date": Str(10, 10), "seat_no": Int(1, 50)}
-NEW_CONCERT = {"title": Str(1, 200), "dates": Anything()}
-NEW_DATE = {"date": Str(10, 10), "seat_price": Int(0, 100_000_000)}
 MAX_DATES = 60
+
+
+class Join(msgspec.Struct, forbid_unknown_fields=True):
+    """The concert to queue for."""
+
+    concert_id: Int(1, 2**53)
+
+
+class NewDate(msgspec.Struct, forbid_unknown_fields=True):
+    """A date of the concert and the price of each of its 50 seats."""
+
+    date: date
+    seat_price: Int(0, 100_000_000)
+
+
+class NewConcert(msgspec.Struct, forbid_unknown_fields=True):
+    """A concert with its dates."""
+
+    title: Text(1, 200)
+    dates: Annotated[list[NewDate], msgspec.Meta(min_length=1, max_length=MAX_DATES)]
+
+    def __post_init__(self) -> None:
+        if len({d.date for d in self.dates}) != len(self.dates):
+            raise InvalidRequest({"dates": "each date may appear once"})
+
+
+class QueuePlace(msgspec.Struct):
+    """A place in the waiting room."""
+
+    token: str
+    status: str
+    position: int
+    active_until: str | None
+
+
+class QueueStatus(msgspec.Struct):
+    """Where a queue token stands."""
+
+    status: str
+    position: int
+    estimated_wait_seconds: int
+    active_until: str | None
+
+
+class ConcertSummary(msgspec.Struct):
+    """A concert."""
+
+    id: int
+    title: str
+
+
+class ConcertDate(msgspec.Struct):
+    """A date with seats left."""
+
+    date: str
+    seat_price: int
+    available_seats: int
+
+
+class Seat(msgspec.Struct):
+    """A seat of a date."""
+
+    seat_no: int
+    price: int
+    status: str
 
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -35,14 +100,6 @@ def strict_day(value: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         return None
-
-
-def parse_day(value: str, field: str) -> date:
-    """A ``YYYY-MM-DD`` date from a body field; 400 otherwise."""
-    day = strict_day(value)
-    if day is None:
-        raise InvalidRequest({field: "must be a date, YYYY-MM-DD"})
-    return day
 
 
 def _queue_claims(request: web.Request, user_id: int) -> dict:
@@ -80,16 +137,15 @@ async def require_active(request: web.Request, concert_id: int | None) -> tuple[
     return user_id, claims["cid"]
 
 
-async def take_token(request: web.Request) -> web.Response:
+async def take_token(request: web.Request, body: Join) -> web.Response:
     """``POST /queue/tokens``: 201 with a new place in line, 200 with the one already held."""
     user_id = await require_user(request)
-    body = await read_json(request, JOIN)
     room = request.app[ROOM]
     # A concert that already has a line exists; only a new one costs a database read.
-    if not await room.client.sismember(room.concerts_key, body["concert_id"]):
-        await request.app[DB](concerts.require_concert, body["concert_id"])
-    token = request.app[TOKENS].issue_queue_token(user_id, body["concert_id"])
-    place = room.parse_join(await room.join(body["concert_id"], user_id, token, utcnow()))
+    if not await room.has_line(body.concert_id):
+        await request.app[DB](concerts.require_concert, body.concert_id)
+    token = request.app[TOKENS].issue_queue_token(user_id, body.concert_id)
+    place = room.parse_join(await room.join(body.concert_id, user_id, token, utcnow()))
     return json_response({"token": place.token, "status": place.status,
                           "position": place.position, "active_until": iso(place.active_until)},
                          201 if place.created else 200)
@@ -132,47 +188,48 @@ async def seats(request: web.Request) -> web.Response:
     return json_response(await request.app[DB](concerts.seats, concert_id, day, utcnow()))
 
 
-async def reserve(request: web.Request) -> web.Response:
-    """``POST /reservations`` -> job ``concert.reserve`` (ACTIVE token for that concert)."""
-    body = await read_json(request, RESERVE)
-    day = parse_day(body["date"], "date")
-    user_id, _ = await require_active(request, body["concert_id"])
-    payload = {"concert_id": body["concert_id"], "date": day.isoformat(),
-               "seat_no": body["seat_no"]}
-    return await request.app[GATEWAY].submit(request, user_id, "concert.reserve", payload)
+async def reserve_door(request: web.Request, user_id: int, fields: dict) -> None:
+    """``concert.reserve`` at the door: an ACTIVE queue token for that concert."""
+    await require_active(request, fields["concert_id"])
 
 
-async def pay(request: web.Request) -> web.Response:
-    """``POST /reservations/{id}/payment`` -> job ``concert.pay`` (ACTIVE token)."""
-    reservation_id = path_id(request, "reservation_id", "RESERVATION_NOT_FOUND")
-    await read_json(request, {})
-    user_id, concert_id = await require_active(request, None)
-    held_for = await request.app[DB](concerts.reservation_concert, user_id, reservation_id)
+async def pay_door(request: web.Request, user_id: int, fields: dict) -> None:
+    """``concert.pay`` at the door: an ACTIVE queue token, for the reservation's concert."""
+    _, concert_id = await require_active(request, None)
+    held_for = await request.app[DB](concerts.reservation_concert, user_id,
+                                     fields["reservation_id"])
     if held_for is not None and held_for != concert_id:
         raise DomainError("QUEUE_TOKEN_NOT_ACTIVE", "this queue token is for another concert",
                           status=403)
-    return await request.app[GATEWAY].submit(
-        request, user_id, "concert.pay",
-        {"reservation_id": reservation_id, "concert_id": concert_id})
+    fields["concert_id"] = concert_id
 
 
-async def create_concert(request: web.Request) -> web.Response:
+async def create_concert(request: web.Request, body: NewConcert) -> web.Response:
     """``POST /admin/concerts`` (admin): a concert with dates of 50 seats."""
     await require_admin(request)
-    body = validate(await read_body(request), NEW_CONCERT)
-    lines = body["dates"]
-    if not isinstance(lines, list) or not 1 <= len(lines) <= MAX_DATES:
-        raise InvalidRequest({"dates": f"must be a list of 1..{MAX_DATES} dates"})
-    parsed, problems = [], {}
-    for n, line in enumerate(lines):
-        try:
-            validate(line, NEW_DATE)
-            parsed.append((parse_day(line["date"], "date"), line["seat_price"]))
-        except InvalidRequest as e:
-            problems |= {f"dates[{n}].{k}": v for k, v in e.fields.items()}
-    if problems:
-        raise InvalidRequest(problems)
-    if len({d for d, _ in parsed}) != len(parsed):
-        raise InvalidRequest({"dates": "each date may appear once"})
-    concert = await request.app[DB](concerts.create_concert, body["title"], parsed, utcnow())
+    dates = [(d.date, d.seat_price) for d in body.dates]
+    concert = await request.app[DB](concerts.create_concert, body.title, dates, utcnow())
     return json_response(concert, 201)
+
+
+QUEUE_TOKEN = ("Queue-Token",)
+DOORS = {"concert.reserve": reserve_door, "concert.pay": pay_door}
+ROUTES = [
+    Route("POST", "/queue/tokens", take_token, "Take a place in a concert's line",
+          body=Join, response=QueuePlace, status=201, errors=("CONCERT_NOT_FOUND",)),
+    Route("GET", "/queue/tokens/me", my_place, "Where the caller's queue token stands",
+          response=QueueStatus, headers=QUEUE_TOKEN,
+          errors=("QUEUE_TOKEN_INVALID", "QUEUE_TOKEN_EXPIRED")),
+    Route("GET", "/concerts", list_concerts, "Concerts", response=Page[ConcertSummary],
+          auth="none", query=PAGING),
+    Route("GET", "/concerts/{concert_id}/dates", dates, "Dates with seats left",
+          response=Items[ConcertDate], headers=QUEUE_TOKEN,
+          errors=("CONCERT_NOT_FOUND", "QUEUE_TOKEN_NOT_ACTIVE", "QUEUE_TOKEN_INVALID",
+                  "QUEUE_TOKEN_EXPIRED")),
+    Route("GET", "/concerts/{concert_id}/dates/{date}/seats", seats, "Seats 1..50 of a date",
+          response=Items[Seat], headers=QUEUE_TOKEN,
+          errors=("SCHEDULE_NOT_FOUND", "QUEUE_TOKEN_NOT_ACTIVE", "QUEUE_TOKEN_INVALID",
+                  "QUEUE_TOKEN_EXPIRED")),
+    Route("POST", "/admin/concerts", create_concert, "Add a concert (admin)", body=NewConcert,
+          status=201, errors=("INVALID_PERMISSION",), auth="admin"),
+]

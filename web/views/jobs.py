@@ -1,4 +1,4 @@
-"""``/jobs``: job status (with long polling) and the caller's job list."""
+"""``/jobs``: job status (with long polling), the caller's job list, and the live stream."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from aiohttp import web
 from db.models import JobStatus
 from jobs import records
 from jobs.errors import InvalidRequest
-from web.auth import require_user
-from web.commands import DB, GATEWAY, MAX_WAIT
+from jobs.platform import Event
+from web import sse
+from web.auth import require_stream_user, require_user
+from web.commands import DB, GATEWAY, HUB, MAX_WAIT, STREAMS
 from web.responses import json_response
 from web.validation import page_params, query_choice, query_int
 
@@ -21,10 +23,9 @@ async def get_job(request: web.Request) -> web.Response:
     wait = query_int(request.query.get("wait", "0"), "wait", 0, MAX_WAIT)
     job_id = request.match_info["job_id"]
     if wait:
-        job = await request.app[GATEWAY].wait(job_id, user_id, wait)
-    else:
-        job = await request.app[DB](records.get_job, job_id, user_id)
-    return json_response(records.job_view(job))
+        return json_response(await request.app[GATEWAY].wait(job_id, user_id, wait))
+    return json_response(records.job_view(await request.app[DB](records.get_job, job_id,
+                                                                 user_id)))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -38,3 +39,16 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response(
         await request.app[DB](records.list_jobs, user_id, status, job_type, limit, cursor)
     )
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """``GET /jobs/events``: the caller's job status changes, live (``event: job``)."""
+    user_id = await require_stream_user(request)
+    db = request.app[DB]
+
+    async def changed_since(after: int) -> list[Event]:
+        jobs = await db(records.changed_since, user_id, after)
+        return [Event("job", records.job_view(job), str(user_id), job.seq) for job in jobs]
+
+    return await sse.stream(request, request.app[HUB], request.app[STREAMS], "job",
+                            str(user_id), changed_since)

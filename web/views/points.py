@@ -1,23 +1,34 @@
-"""``/points``: charge (a job), balance, history."""
+"""``/points``: balance and history (charging is the ``points.charge`` command)."""
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
 from jobs import points
 from web.auth import require_user
-from web.commands import DB, GATEWAY
+from web.commands import DB
 from web.responses import json_response
-from web.validation import Int, page_params, read_json
+from web.routing import Route
+from web.shapes import Page
+from web.validation import PAGING, page_params
 
-CHARGE = {"amount": Int(1, 1_000_000)}
+
+class Points(msgspec.Struct):
+    """Spendable points."""
+
+    balance: int
 
 
-async def charge(request: web.Request) -> web.Response:
-    """``POST /points/charge`` -> job ``points.charge``."""
-    user_id = await require_user(request)
-    body = await read_json(request, CHARGE)
-    return await request.app[GATEWAY].submit(request, user_id, "points.charge", body)
+class Movement(msgspec.Struct):
+    """One change of the balance."""
+
+    id: int
+    type: str
+    amount: int
+    balance_after: int
+    ref: str
+    created_at: str
 
 
 async def balance(request: web.Request) -> web.Response:
@@ -31,3 +42,10 @@ async def history(request: web.Request) -> web.Response:
     user_id = await require_user(request)
     limit, cursor = page_params(request)
     return json_response(await request.app[DB](points.history, user_id, limit, cursor))
+
+
+ROUTES = [
+    Route("GET", "/points", balance, "The caller's balance", response=Points),
+    Route("GET", "/points/history", history, "Balance movements, newest first",
+          response=Page[Movement], query=PAGING),
+]

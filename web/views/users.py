@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 from aiohttp import web
 
 from db.settings import Settings
@@ -14,54 +15,103 @@ from web.auth import TOKENS, access_claims, require_user
 from web.commands import DB
 from web.phone import PHONE_CODES
 from web.responses import json_response
-from web.validation import Bool, Str, read_json
+from web.routing import Route
+from web.shapes import Text
 
 SETTINGS = web.AppKey("settings", Settings)
 REFRESH_COOKIE = "refresh_token"
-PHONE = Str(8, 16, r"\+?[0-9]{8,15}", "must be 8..15 digits, optionally after +")
-
-SIGNUP = {
-    "username": Str(3, 32, r"[a-zA-Z0-9_]+", "may use letters, digits and _"),
-    "password": Str(8, 72),
-    "phone": Str(8, 16, r"\+?[0-9]{8,15}", "must be 8..15 digits", required=False),
-    "is_artist": Bool(required=False),
-}
-LOGIN = {"username": Str(1, 32), "password": Str(1, 72)}
-REFRESH = {"refresh_token": Str(1, 4096, required=False)}
-PHONE_CODE = {"phone": PHONE}
-PHONE_VERIFY = {"phone": PHONE, "code": Str(6, 6, r"[0-9]{6}", "must be 6 digits")}
+Phone = Text(8, 16, r"\+?[0-9]{8,15}", "8..15 digits, optionally after +")
 
 
-async def signup(request: web.Request) -> web.Response:
+class Signup(msgspec.Struct, forbid_unknown_fields=True):
+    """A new account."""
+
+    username: Text(3, 32, "[a-zA-Z0-9_]+", "letters, digits and _")
+    password: Text(8, 72)
+    phone: Phone | None = None
+    is_artist: bool = False
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True):
+    """Credentials."""
+
+    username: Text(1, 32)
+    password: Text(1, 72)
+
+
+class Refresh(msgspec.Struct, forbid_unknown_fields=True):
+    """A refresh token (or none: the cookie is used)."""
+
+    refresh_token: Text(1, 4096) | None = None
+
+
+class PhoneCode(msgspec.Struct, forbid_unknown_fields=True):
+    """The phone number to send a code to."""
+
+    phone: Phone
+
+
+class PhoneVerify(msgspec.Struct, forbid_unknown_fields=True):
+    """The code the phone received."""
+
+    phone: Phone
+    code: Text(6, 6, "[0-9]{6}", "6 digits")
+
+
+class NewUser(msgspec.Struct):
+    """A created account."""
+
+    id: int
+    username: str
+    is_artist: bool
+
+
+class Me(msgspec.Struct):
+    """The caller's account."""
+
+    id: int
+    username: str
+    is_artist: bool
+    phone_verified: bool
+
+
+class TokenPair(msgspec.Struct):
+    """Access and refresh tokens."""
+
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+
+
+class CodeSent(msgspec.Struct):
+    """Where the code went and how long it lives."""
+
+    phone: str
+    expires_in: int
+
+
+async def signup(request: web.Request, body: Signup) -> web.Response:
     """``POST /users/signup``: 201 with the new user."""
-    body = await read_json(request, SIGNUP)
     settings = request.app[SETTINGS]
-    digest = await asyncio.to_thread(users.hash_password, body["password"], settings.scrypt_n)
-    user = await request.app[DB](
-        users.create_user,
-        body["username"],
-        digest,
-        utcnow(),
-        phone=body.get("phone"),
-        is_artist=body.get("is_artist", False),
-    )
+    digest = await asyncio.to_thread(users.hash_password, body.password, settings.scrypt_n)
+    user = await request.app[DB](users.create_user, body.username, digest, utcnow(),
+                                 phone=body.phone, is_artist=body.is_artist)
     return json_response({"id": user.id, "username": user.username,
                           "is_artist": user.is_artist}, 201)
 
 
-async def login(request: web.Request) -> web.Response:
+async def login(request: web.Request, body: Login) -> web.Response:
     """``POST /users/login``: a token pair; the refresh token also as an HttpOnly cookie."""
-    body = await read_json(request, LOGIN)
-    user = await request.app[DB](users.find_user, body["username"])
-    if not await asyncio.to_thread(users.verify_password, body["password"], user.password_hash):
+    user = await request.app[DB](users.find_user, body.username)
+    if not await asyncio.to_thread(users.verify_password, body.password, user.password_hash):
         raise DomainError("INVALID_PASSWORD", "the password is wrong")
     return _token_response(request, request.app[TOKENS].issue(user.id))
 
 
-async def refresh(request: web.Request) -> web.Response:
+async def refresh(request: web.Request, body: Refresh) -> web.Response:
     """``POST /users/refresh``: rotate the pair; the presented refresh token stops working."""
-    body = await read_json(request, REFRESH)
-    token = body.get("refresh_token") or request.cookies.get(REFRESH_COOKIE)
+    token = body.refresh_token or request.cookies.get(REFRESH_COOKIE)
     if not token:
         raise DomainError("INVALID_TOKEN", "a refresh token is required")
     tokens = request.app[TOKENS]
@@ -102,20 +152,34 @@ async def me(request: web.Request) -> web.Response:
     return json_response(users.user_view(user))
 
 
-async def phone_code(request: web.Request) -> web.Response:
+async def phone_code(request: web.Request, body: PhoneCode) -> web.Response:
     """``POST /users/me/phone/code``: 202; a code goes out through the SMS sender."""
     user_id = await require_user(request)
-    body = await read_json(request, PHONE_CODE)
     codes = request.app[PHONE_CODES]
-    await codes.send(user_id, body["phone"])
-    return json_response({"phone": body["phone"], "expires_in": codes.ttl}, 202)
+    await codes.send(user_id, body.phone)
+    return json_response({"phone": body.phone, "expires_in": codes.ttl}, 202)
 
 
-async def phone_verify(request: web.Request) -> web.Response:
+async def phone_verify(request: web.Request, body: PhoneVerify) -> web.Response:
     """``POST /users/me/phone/verify``: 200 and the phone is verified, or 400."""
     user_id = await require_user(request)
-    body = await read_json(request, PHONE_VERIFY)
-    await request.app[PHONE_CODES].check(user_id, body["phone"], body["code"])
-    await request.app[DB](users.set_verified_phone, user_id, body["phone"])
+    await request.app[PHONE_CODES].check(user_id, body.phone, body.code)
+    await request.app[DB](users.set_verified_phone, user_id, body.phone)
     user = await request.app[DB](users.get_user, user_id)
     return json_response(users.user_view(user))
+
+
+ROUTES = [
+    Route("POST", "/users/signup", signup, "Create an account", body=Signup, response=NewUser,
+          status=201, errors=("DUPLICATED_USER_NAME",), auth="none"),
+    Route("POST", "/users/login", login, "Log in", body=Login, response=TokenPair,
+          errors=("USER_NOT_FOUND", "INVALID_PASSWORD"), auth="none"),
+    Route("POST", "/users/refresh", refresh, "Rotate the token pair", body=Refresh,
+          response=TokenPair, errors=("INVALID_TOKEN", "TOKEN_EXPIRED"), auth="none"),
+    Route("POST", "/users/logout", logout, "Log out (both tokens stop working)", status=204),
+    Route("GET", "/users/me", me, "The caller's account", response=Me),
+    Route("POST", "/users/me/phone/code", phone_code, "Send a 6-digit code to a phone",
+          body=PhoneCode, response=CodeSent, status=202, errors=("RATE_LIMITED",)),
+    Route("POST", "/users/me/phone/verify", phone_verify, "Verify a phone with its code",
+          body=PhoneVerify, response=Me, errors=("INVALID_VERIFICATION_CODE",)),
+]
