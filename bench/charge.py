@@ -119,6 +119,23 @@ def wrk_loop(base: str, tokens: list[str], seconds: float, connections: int) -> 
     return total - int(errors.group(1) if errors else 0), rate, pct
 
 
+def session_cpu(session_id: int) -> float:
+    """CPU seconds used so far by the live processes of one session (a Stack process and
+    its children: the web process, or the worker's main process and its forks)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:  # field 6 of stat: the session id
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def wait_drained(database, expected: int, timeout: float = 300) -> float:
     """Seconds until ``expected`` jobs are terminal."""
     began = time.perf_counter()
@@ -182,6 +199,7 @@ def main() -> None:
                   f"{args.worker_threads} threads; load generator: 1 process, "
                   f"{args.connections} connections, {args.users} users")
 
+            web_cpu = session_cpu(stack.procs["web"].pid)
             if shutil.which("wrk") and not args.python_client:
                 accepted, rate, pct = wrk_loop(base, tokens, args.seconds, args.connections)
                 print(f"accept (wrk, {args.connections} connections, {args.seconds:.0f}s): "
@@ -196,11 +214,17 @@ def main() -> None:
                 print("  " + latency_line("202 latency", latencies))
 
             accepted = job_count(database)  # includes answers the client gave up waiting for
+            web_cpu = session_cpu(stack.procs["web"].pid) - web_cpu
+            print(f"  door CPU: {web_cpu:.2f} s for {accepted} commands = "
+                  f"{1000 * web_cpu / accepted:.3f} ms per command")
             stack.start_worker(processes=args.worker_processes, threads=args.worker_threads)
             wait_drained(database, accepted)
+            worker_cpu = session_cpu(stack.procs["worker"].pid)
             done, span = work_rate(database)
             print(f"drain: {done} jobs completed in {span:.2f}s = {done / span:,.0f}/s "
                   "(first start to last finish, server clocks)")
+            print(f"  worker CPU (start-up included): {worker_cpu:.2f} s = "
+                  f"{1000 * worker_cpu / done:.3f} ms per job")
 
             rate = args.rate or max(50.0, done / span / 2)
             since = utcnow()

@@ -64,21 +64,13 @@ class Settings:
     phone_code_rate_window: int = 600
     job_max_retries: int = 3
     job_max_deliveries: int = 6
-    job_resend_after: int = 10
-    resend_interval: int = 5
     broker_heartbeat_timeout_ms: int = 15_000
     broker_maintenance_chance: int = 50_000
     scheduler_tick: float = 1.0
-    data_platform_url: str | None = None
-    order_expiry_interval: int = 2
-    sales_interval: int = 60
-    outbox_interval: int = 1
-    queue_active_limit: int = 100
-    queue_active_ttl: int = 600
-    queue_idle_ttl: int = 120
-    queue_promote_interval: int = 1
-    hold_expiry_interval: int = 2
     log_level: str = "INFO"
+    # The environment as read at start-up: each domain reads its own settings from it
+    # (``jobs.platform.Registry.settings``), so adding a domain adds no field here.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def embedded(self) -> bool:
@@ -114,8 +106,6 @@ class Settings:
             phone_code_rate=_int(env, "PHONE_CODE_RATE", d.phone_code_rate),
             job_max_retries=_int(env, "JOB_MAX_RETRIES", d.job_max_retries),
             job_max_deliveries=_int(env, "JOB_MAX_DELIVERIES", d.job_max_deliveries),
-            job_resend_after=_int(env, "JOB_RESEND_AFTER", d.job_resend_after),
-            resend_interval=_int(env, "RESEND_INTERVAL", d.resend_interval),
             broker_heartbeat_timeout_ms=_int(
                 env, "BROKER_HEARTBEAT_TIMEOUT_MS", d.broker_heartbeat_timeout_ms
             ),
@@ -123,16 +113,7 @@ class Settings:
                 env, "BROKER_MAINTENANCE_CHANCE", d.broker_maintenance_chance
             ),
             log_level=env.get("LOG_LEVEL") or d.log_level,
-            data_platform_url=env.get("DATA_PLATFORM_URL") or None,
-            order_expiry_interval=_int(env, "ORDER_EXPIRY_INTERVAL", d.order_expiry_interval),
-            sales_interval=_int(env, "SALES_INTERVAL", d.sales_interval),
-            outbox_interval=_int(env, "OUTBOX_INTERVAL", d.outbox_interval),
-            queue_active_limit=_int(env, "QUEUE_ACTIVE_LIMIT", d.queue_active_limit),
-            queue_active_ttl=_int(env, "QUEUE_ACTIVE_TTL", d.queue_active_ttl),
-            queue_idle_ttl=_int(env, "QUEUE_IDLE_TTL", d.queue_idle_ttl),
-            queue_promote_interval=_int(env, "QUEUE_PROMOTE_INTERVAL",
-                                        d.queue_promote_interval),
-            hold_expiry_interval=_int(env, "HOLD_EXPIRY_INTERVAL", d.hold_expiry_interval),
+            env=dict(env),
         )
 
     def sqlite_path(self) -> Path | None:

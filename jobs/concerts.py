@@ -148,6 +148,17 @@ def expire_holds(now: datetime, limit: int = 1000) -> int:
             .where(Reservation.id.in_(due) & (Reservation.status == HELD)).execute())
 
 
+class ConcertSettings(msgspec.Struct, frozen=True):
+    """The waiting room: active users per concert, seconds an active token lasts, seconds
+    a waiting token may go unpolled; and the pace of promotion and hold expiry."""
+
+    queue_active_limit: int = 100
+    queue_active_ttl: int = 600
+    queue_idle_ttl: int = 120
+    queue_promote_interval: int = 1
+    hold_expiry_interval: int = 2
+
+
 class Reserve(msgspec.Struct, forbid_unknown_fields=True):
     """``concert.reserve``: a seat of a concert date."""
 
@@ -231,4 +242,5 @@ DOMAIN = Domain(
     ),
     reactions={"concert.paid": leave_line, "queue.tick": promote_lines},
     models=(Concert, ConcertDate, Reservation, ConcertPayment),
+    settings=ConcertSettings,
 )

@@ -9,7 +9,9 @@ A domain declares, in its own module, one :class:`Domain` value:
 - its **reactions**: what runs after a transaction that emitted a topic has committed;
 - which of its topics go to the **outbox** (the data platform) and which are **live**
   (published to every web process's hub);
-- its **models**, so tests and tools can reset them.
+- its **models**, so tests and tools can reset them;
+- its **settings**: a msgspec ``Struct`` with defaults, each field read from the
+  environment variable of the same name upper-cased (``QUEUE_ACTIVE_LIMIT``).
 
 Handlers get a :class:`Context` and never open, commit or roll back a transaction: the
 lifecycle (``workers.lifecycle``) owns it. ``ctx.emit(topic, data)`` records an event:
@@ -138,6 +140,7 @@ class Domain:
     outbox_topics: frozenset[str] = frozenset()
     live_topics: frozenset[str] = frozenset()
     models: tuple[Any, ...] = ()
+    settings: type[msgspec.Struct] | None = None
 
 
 class Registry:
@@ -147,6 +150,7 @@ class Registry:
         self.domains: dict[str, Domain] = {}
         self.commands: dict[str, Command] = {}
         self.periodic: dict[str, Periodic] = {}
+        self.owner: dict[str, str] = {}
         self.reactions: dict[str, list[Reaction]] = {}
         self.outbox_topics: set[str] = set()
         self.live_topics: set[str] = set()
@@ -163,7 +167,7 @@ class Registry:
         self._index()
 
     def _index(self) -> None:
-        self.commands, self.periodic, self.reactions = {}, {}, {}
+        self.commands, self.periodic, self.reactions, self.owner = {}, {}, {}, {}
         self.outbox_topics, self.live_topics = set(), set()
         for domain in self.domains.values():
             for command in domain.commands:
@@ -174,10 +178,32 @@ class Registry:
                 if task.id in self.periodic:
                     raise ValueError(f"periodic task {task.id} declared twice")
                 self.periodic[task.id] = task
+                self.owner[task.id] = domain.name
             for topic, reaction in domain.reactions.items():
                 self.reactions.setdefault(topic, []).append(reaction)
             self.outbox_topics |= domain.outbox_topics
             self.live_topics |= domain.live_topics
+
+    def settings(self, settings: Any) -> dict[str, Any]:
+        """Each domain's settings, from the environment captured in ``settings.env``."""
+        out = {}
+        for domain in self.domains.values():
+            if domain.settings is None:
+                continue
+            fields = msgspec.structs.fields(domain.settings)
+            raw = {f.name: settings.env[f.name.upper()] for f in fields
+                   if settings.env.get(f.name.upper())}
+            try:
+                out[domain.name] = msgspec.convert(raw, domain.settings, strict=False)
+            except msgspec.ValidationError as e:
+                raise ValueError(f"settings of {domain.name}: {e}") from None
+        return out
+
+    def interval(self, task: Periodic, settings: Any) -> int | None:
+        """A task's interval in seconds (``every`` may name its domain's setting)."""
+        if not isinstance(task.every, str):
+            return task.every
+        return getattr(self.settings(settings)[self.owner[task.id]], task.every)
 
     def models(self) -> list[Any]:
         """Every domain's models, in declaration order."""

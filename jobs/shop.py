@@ -29,6 +29,13 @@ Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000)]
 MAX_LINES = 50
 
 
+class ShopSettings(msgspec.Struct, frozen=True):
+    """How often unpaid orders expire and best sellers are recounted (seconds)."""
+
+    order_expiry_interval: int = 2
+    sales_interval: int = 60
+
+
 class OrderLine(msgspec.Struct, forbid_unknown_fields=True):
     """One product and how many."""
 
@@ -162,4 +169,5 @@ DOMAIN = Domain(
     reactions={"sales.ranked": cache_ranking},
     outbox_topics=frozenset({"order.paid"}),
     models=(Product, CartItem, Coupon, UserCoupon, Order, OrderItem, ProductSalesDaily),
+    settings=ShopSettings,
 )

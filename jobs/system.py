@@ -10,11 +10,22 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import msgspec
+
 from db.models import Job, OutboxEvent, PeriodicRun
 from jobs import outbox, records, sweeps
 from jobs.platform import Context, Domain, Event, Periodic
 
 log = logging.getLogger(__name__)
+
+
+class SystemSettings(msgspec.Struct, frozen=True):
+    """The platform's sweeps (``RESEND_INTERVAL`` ...) and where paid orders go."""
+
+    resend_interval: int = 5
+    job_resend_after: int = 10
+    outbox_interval: int = 1
+    data_platform_url: str | None = None
 
 
 def resend_unsent(ctx: Context) -> dict:
@@ -28,7 +39,7 @@ def resend_unsent(ctx: Context) -> dict:
     if not rt.broker_epoch.exists():
         forgotten = sweeps.forget_sends()
         ctx.emit("broker.epoch_lost", {"forgotten": forgotten})
-    pending = sweeps.unsent_jobs(ctx.now, rt.settings.job_resend_after)
+    pending = sweeps.unsent_jobs(ctx.now, rt.config["system"].job_resend_after)
     if pending:
         ctx.emit("jobs.unsent", {"jobs": [[str(job_id), job_type] for job_id, job_type in pending]})
     return {"resent": len(pending), "forgotten": forgotten}
@@ -92,4 +103,5 @@ DOMAIN = Domain(
     },
     live_topics=frozenset({"job"}),
     models=(Job, PeriodicRun, OutboxEvent),
+    settings=SystemSettings,
 )

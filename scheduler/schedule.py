@@ -21,8 +21,5 @@ class Entry:
 def schedule_table(settings: Settings) -> list[Entry]:
     """The schedule of this deployment: every registered periodic task."""
     load_domains()
-    entries = []
-    for task in REGISTRY.periodic.values():
-        every = getattr(settings, task.every) if isinstance(task.every, str) else task.every
-        entries.append(Entry(task.id, interval=every, cron=task.cron))
-    return entries
+    return [Entry(task.id, interval=REGISTRY.interval(task, settings), cron=task.cron)
+            for task in REGISTRY.periodic.values()]

@@ -15,6 +15,7 @@ from db.migrate import migrate
 from db.settings import Settings
 from jobs.clock import FixedClock, utcnow
 from jobs.platform import load_domains
+from tests.inprocess import InProcessStack
 from tests.support import Stack
 
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
@@ -111,10 +112,20 @@ def clock() -> FixedClock:
     return FixedClock(utcnow().replace(microsecond=0))
 
 
+def process_stack(env: dict[str, str]) -> Iterator[Stack]:
+    """Real ``bazaar web`` and ``bazaar worker`` processes (for crash and recovery tests:
+    a module overrides ``stack`` with ``yield from process_stack(process_env)``)."""
+    s = Stack(env)
+    s.start_web()
+    s.start_worker(processes=1, threads=8)
+    yield s
+    s.stop()
+
+
 @pytest.fixture(scope="module")
-def stack(process_env: dict[str, str]) -> Iterator[Stack]:
-    """A running web process and worker for the module's HTTP tests."""
-    s = Stack(process_env)
+def stack(process_env: dict[str, str]) -> Iterator[InProcessStack]:
+    """The web app and a worker, in this process, for the module's contract tests."""
+    s = InProcessStack(process_env)
     s.start_web()
     s.start_worker(processes=1, threads=8)
     yield s

@@ -24,7 +24,8 @@ import redis
 
 from db.models import ConcertDate, Reservation, User
 from jobs.clock import utcnow
-from tests.support import Api, Reply, Stack, assert_failed, finish, now, parse_time, succeeded
+from tests.inprocess import InProcessStack
+from tests.support import Api, Reply, assert_failed, finish, now, parse_time, succeeded
 from workers.waiting_room import WaitingRoom
 
 ACTIVE_LIMIT = 3
@@ -172,9 +173,9 @@ def walk(api: Api, path: str, limit: int = 100) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def concert_stack(process_env: dict[str, str]) -> Iterator[Stack]:
+def concert_stack(process_env: dict[str, str]) -> Iterator[InProcessStack]:
     """Web and worker with a 3-place waiting room; no scheduler, so no one is promoted."""
-    s = Stack({**process_env, "QUEUE_ACTIVE_LIMIT": str(ACTIVE_LIMIT),
+    s = InProcessStack({**process_env, "QUEUE_ACTIVE_LIMIT": str(ACTIVE_LIMIT),
                "QUEUE_ACTIVE_TTL": str(ACTIVE_TTL), "QUEUE_IDLE_TTL": str(IDLE_TTL)})
     try:
         s.start_web()
@@ -185,7 +186,7 @@ def concert_stack(process_env: dict[str, str]) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def api(concert_stack: Stack) -> Api:
+def api(concert_stack: InProcessStack) -> Api:
     return concert_stack.api
 
 
@@ -198,7 +199,7 @@ def room(settings) -> Iterator[WaitingRoom]:
 
 
 @pytest.fixture(scope="module")
-def admin(concert_stack: Stack, database) -> str:
+def admin(concert_stack: InProcessStack, database) -> str:
     """The access token of a user holding the admin role."""
     name = new_name()
     token = concert_stack.api.signup_login(name)

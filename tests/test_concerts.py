@@ -9,10 +9,11 @@ import peewee
 import pytest
 
 from db.models import ConcertPayment, Reservation
-from jobs import concerts, points
+from jobs import concerts, points, records
 from jobs.errors import DomainError
 from tests.shop_fixtures import user_with_points
 from tests.support import run_together
+from workers import lifecycle
 
 DAY = date(2027, 3, 1)
 
@@ -165,3 +166,47 @@ def test_payment_racing_hold_expiry_has_one_winner(clean_db, clock, concert):
         paid += status == "CONFIRMED"
     assert points.balance(uid)["balance"] == 10**7 - 10_000 * paid
     assert ConcertPayment.select().count() == paid
+
+
+def test_a_paid_seat_ends_the_queue_token_only_after_the_payment_commits(rt, concert, clock):
+    # Given two users in the concert's line, each holding a seat; one cannot pay
+    room = rt.waiting_room
+    rich = user_with_points("rich_fan", 20_000, clock.now())
+    poor = user_with_points("poor_fan", 10, clock.now())
+    for uid in (rich, poor):
+        room.join(concert, uid, f"token-{uid}", clock.now())
+    jobs_of = {}
+    for seat, uid in ((1, rich), (2, poor)):
+        rid = reserve(rt.database, uid, concert, seat, clock.now())["reservation_id"]
+        job, _ = records.record_job(uid, "concert.pay",
+                                    {"reservation_id": rid, "concert_id": concert}, None,
+                                    clock.now())
+        jobs_of[uid] = job
+
+    def still_in_line(uid):
+        return room.parse_status(room.status(concert, uid, f"token-{uid}", clock.now())).status
+
+    # When both payments run through the lifecycle
+    assert lifecycle.execute_job(str(jobs_of[poor].id)) == "failed"
+    assert lifecycle.execute_job(str(jobs_of[rich].id)) == "succeeded"
+    # Then only the committed payment ended its token; the refused one left it alone
+    assert still_in_line(poor) == "ACTIVE"
+    assert still_in_line(rich) == "EXPIRED"
+
+
+def test_a_payment_whose_transaction_rolls_back_leaves_the_token_alone(rt, concert, clock,
+                                                                        monkeypatch):
+    # Given a user who can pay, in line with a held seat
+    room = rt.waiting_room
+    uid = user_with_points("rolled_back", 20_000, clock.now())
+    room.join(concert, uid, "token-rb", clock.now())
+    rid = reserve(rt.database, uid, concert, 3, clock.now())["reservation_id"]
+    job, _ = records.record_job(uid, "concert.pay", {"reservation_id": rid,
+                                                     "concert_id": concert}, None, clock.now())
+    # When the payment's transaction rolls back at its end (another delivery finished it)
+    monkeypatch.setattr(records, "finish_job", lambda *a, **k: None)
+    assert lifecycle.execute_job(str(job.id)) == "skipped"
+    # Then nothing of it happened: the seat is still held and the token still active
+    assert seat_status(concert, 3, clock.now()) == "HELD"
+    place = room.parse_status(room.status(concert, uid, "token-rb", clock.now()))
+    assert place.status == "ACTIVE"

@@ -10,10 +10,17 @@ import redis
 
 from jobs import concerts
 from jobs.clock import utcnow
+from tests.conftest import process_stack
 from tests.loadclient import post_many
 from tests.shop_fixtures import bulk_users
 from tests.support import Stack
 from workers.waiting_room import WaitingRoom
+
+
+@pytest.fixture(scope="module")
+def stack(process_env):
+    """Real processes: this module's tests need them."""
+    yield from process_stack(process_env)
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,15 @@ import redis
 from db.models import Job, PointHistory, PointWallet, User
 from jobs import records
 from jobs.clock import utcnow
+from tests.conftest import process_stack
 from tests.loadclient import post_many, wait_all
 from tests.support import Stack
+
+
+@pytest.fixture(scope="module")
+def stack(process_env):
+    """Real processes: this module's tests need them."""
+    yield from process_stack(process_env)
 
 pytestmark = pytest.mark.e2e
 

@@ -15,6 +15,7 @@ import redis
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from db.connection import database
 from jobs.platform import REGISTRY, Command, Context, Domain, load_domains
 from tests.conftest import REDIS_URL
 from web.app import create_app, domain_routes, redis_client
@@ -59,6 +60,7 @@ def test_a_command_declared_in_a_test_module_is_taken_run_and_described(
     prefix = f"bzt-echo-{uuid.uuid4().hex[:8]}"
     local = dataclasses.replace(settings, redis_prefix=prefix)
     sync = redis.Redis.from_url(REDIS_URL)
+    outer = database.obj
     rt = bootstrap.start(local, sync)
     worker = dramatiq.Worker(rt.broker, worker_threads=2, worker_timeout=50)
     worker.start()
@@ -108,6 +110,8 @@ def test_a_command_declared_in_a_test_module_is_taken_run_and_described(
         asyncio.run(scenario())
     finally:
         worker.stop()
+        rt.database.close_all()
+        database.initialize(outer)
         for key in sync.scan_iter(match=f"{prefix}*", count=1000):
             sync.delete(key)
         sync.close()
@@ -141,3 +145,17 @@ def test_one_list_of_domains_feeds_routes_tasks_and_tables():
         registry.periodic)
     tables = {m._meta.table_name for m in registry.models()}
     assert {"jobs", "orders", "reservations", "users"} <= tables
+
+
+def test_each_domain_reads_its_own_settings_from_the_environment():
+    from db.settings import Settings
+
+    registry = load_domains()
+    settings = Settings.from_env({"QUEUE_ACTIVE_LIMIT": "7", "SALES_INTERVAL": "30"})
+    config = registry.settings(settings)
+    assert config["concerts"].queue_active_limit == 7
+    assert config["concerts"].queue_idle_ttl == 120  # its default
+    assert config["shop"].sales_interval == 30
+    assert registry.interval(registry.periodic["sales.aggregate"], settings) == 30
+    with pytest.raises(ValueError, match="concerts"):
+        registry.settings(Settings.from_env({"QUEUE_ACTIVE_LIMIT": "many"}))

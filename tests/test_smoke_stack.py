@@ -1,5 +1,15 @@
 """The process stack answers and runs a charge end to end."""
 
+import pytest
+
+from tests.conftest import process_stack
+
+
+@pytest.fixture(scope="module")
+def stack(process_env):
+    """Real processes: this module's tests need them."""
+    yield from process_stack(process_env)
+
 
 def test_charge_goes_from_202_to_succeeded(stack):
     # Given a user

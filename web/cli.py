@@ -11,6 +11,7 @@ import threading
 
 from db.logs import configure_logging
 from db.settings import Settings, SettingsError
+from jobs.platform import load_domains
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-    except SettingsError as e:
+        load_domains().settings(settings)  # each domain's settings fail here, clearly
+    except (SettingsError, ValueError) as e:
         print(f"bazaar: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)

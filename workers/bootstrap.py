@@ -22,14 +22,15 @@ from workers.waiting_room import WaitingRoom
 
 def make_waiting_room(client: Any, settings: Settings) -> WaitingRoom:
     """The waiting room with this deployment's limits, on ``client`` (sync or asyncio)."""
-    return WaitingRoom(client, settings.redis_prefix, settings.queue_active_limit,
-                       settings.queue_active_ttl, settings.queue_idle_ttl)
+    limits = load_domains().settings(settings)["concerts"]
+    return WaitingRoom(client, settings.redis_prefix, limits.queue_active_limit,
+                       limits.queue_active_ttl, limits.queue_idle_ttl)
 
 
 def make_runtime(settings: Settings, client: redis.Redis, database, broker,
                  clock: Clock | None = None) -> runtime.Runtime:
     """The services handlers get, on already-open connections."""
-    prefix = settings.redis_prefix
+    prefix, config = settings.redis_prefix, load_domains().settings(settings)
     return runtime.Runtime(
         settings=settings,
         database=database,
@@ -38,10 +39,11 @@ def make_runtime(settings: Settings, client: redis.Redis, database, broker,
         clock=clock or Clock(),
         publisher=Publisher(client, prefix),
         coupon_gate=CouponGate(client, prefix),
-        sink=make_sink(settings.data_platform_url),
+        sink=make_sink(config["system"].data_platform_url),
         waiting_room=make_waiting_room(client, settings),
         best_sellers=BestSellerCache(client, prefix),
         broker_epoch=BrokerEpoch(client, prefix),
+        config=config,
     )
 
 

@@ -8,9 +8,10 @@ One delivery of a job message goes:
 3. in one transaction: the handler, then the job marked ``succeeded`` only if it is not
    terminal yet -- the effect and the outcome commit together, and a delivery that
    loses that conditional update (another delivery finished first) rolls back;
-4. after the commit, and only then: the events the handler emitted are published (live
-   ones to every web process's hub) and handed to their reactions, together with the
-   job's own status event;
+4. after the commit, and only then: the events the handler emitted go to their
+   reactions, then are published (live ones to every web process's hub) together with
+   the job's own status event, so a client woken by the outcome finds the reactions
+   done (one reading the database in those milliseconds may not);
 5. a refusal (``DomainError``) rolls the effect back, drops its events and fails the job
    with its code; a transient fault is re-raised so Dramatiq retries with backoff, and
    fails the job with ``INTERNAL_ERROR`` once the retries are spent; a bug fails it at
@@ -122,15 +123,17 @@ def _fail(ctx: Context, command: Command | None, payload: Any, code: str, messag
 
 
 def _after_commit(events: list[Event], job: Job, outcome: str) -> None:
-    """Publish the job's status event and what its handler emitted; run reactions."""
+    """Run the reactions to what the handler emitted, then publish it with the job's
+    status event: a client woken by the outcome finds its after-commit effects done
+    (a paid seat's queue token already ended, say)."""
     rt = runtime.current()
+    react(events)
     status = Event("job", records.job_view(job), key=str(job.user_id), id=job.seq)
     latency = (rt.clock.now() - job.created_at).total_seconds()
     try:
         rt.publisher.publish([status, *events], job.type, outcome, latency)
     except Exception:  # committed; a lost notice only delays pollers and live streams
         log.warning("could not publish job events", extra={"job_id": str(job.id)})
-    react(events)
 
 
 def react(events: list[Event], depth: int = 0) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import dramatiq
 import peewee
@@ -39,6 +40,7 @@ class Runtime:
     waiting_room: WaitingRoom
     best_sellers: BestSellerCache
     broker_epoch: BrokerEpoch
+    config: dict[str, Any]  # each domain's settings, by domain name
 
     def send_jobs(self, jobs: list[tuple[uuid.UUID | str, str]]) -> None:
         """Enqueue the messages of recorded jobs."""

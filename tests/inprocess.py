@@ -1,0 +1,95 @@
+"""The whole system inside the test process, for plain contract tests.
+
+The aiohttp app runs on an event loop of its own thread and Dramatiq's worker runs as
+threads, both against the real PostgreSQL and Redis of the session: no process to
+spawn, no start-up to wait for. Crash, recovery, scheduler and race tests keep using
+real processes (``tests.support.Stack``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+import redis
+from aiohttp import web
+
+from db.connection import database
+from db.settings import Settings
+from tests.support import Api, free_port
+from web.app import create_app, redis_client
+from workers import bootstrap
+
+
+@dataclass
+class InProcessStack:
+    """``start_web``/``start_worker``/``kill``/``stop`` like ``Stack``, in this process."""
+
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    procs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._outer_database = database.obj  # the test session's, given back on stop()
+        self.settings = Settings.from_env(self.env)
+        self.client = redis.Redis.from_url(self.settings.redis_url)
+        self.runtime = bootstrap.start(self.settings, self.client)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def api(self) -> Api:
+        """A client for the web app."""
+        return Api(f"http://127.0.0.1:{self.port}")
+
+    def start_web(self) -> None:
+        """Serve the app on ``port`` from a thread of its own."""
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            app = create_app(self.settings, self.runtime.database, self.runtime.broker,
+                             redis_client(self.settings.redis_url))
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        thread = threading.Thread(target=run, name="inprocess-web", daemon=True)
+        thread.start()
+        if not ready.wait(20):
+            raise RuntimeError("the in-process web app did not start")
+        self.procs["web"] = thread
+
+    def start_worker(self, name: str = "worker", processes: int = 1, threads: int = 8) -> None:
+        """Dramatiq worker threads on the stack's broker."""
+        worker = dramatiq.Worker(self.runtime.broker, worker_threads=processes * threads,
+                                 worker_timeout=50)
+        worker.start()
+        self.procs[name] = worker
+
+    def kill(self, name: str, sig: int = 0) -> None:
+        """Stop a worker (it finishes what it holds; the rest stays queued)."""
+        worker = self.procs.pop(name)
+        worker.stop()
+
+    def stop(self) -> None:
+        """Stop the workers and the web app."""
+        for name in [n for n in self.procs if n != "web"]:
+            self.kill(name)
+        if self._loop is not None and self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(20)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self.procs.pop("web").join(10)
+        self.runtime.database.close_all()
+        self.client.close()
+        if self._outer_database is not None:
+            database.initialize(self._outer_database)
