@@ -56,6 +56,7 @@ def test_100_users_reserving_one_seat_leave_one_hold(concert_stack, database, se
                  {"Authorization": f"Bearer {t}", "Queue-Token": q["token"]})
                 for t, q in zip(tokens, queued, strict=True)]
     replies = asyncio.run(post_many(api.base, requests, concurrency=100))
+    assert {status for status, _ in replies} == {202}, [b for s, b in replies if s != 202][:3]
     jobs = asyncio.run(wait_all(api.base, [(b["id"], t) for (_, b), t in
                                            zip(replies, tokens, strict=True)]))
     assert Counter(outcome(j) for j in jobs) == {"succeeded": 1, "SEAT_NOT_AVAILABLE": 99}
