@@ -28,7 +28,7 @@ from web.routing import Route, add_routes
 from web.sms import SmsSender, load_sender
 from web.sse import Streams
 from web.views import concerts, shop
-from web.views.ops import REDIS
+from web.views.ops import JOB_METRICS, REDIS
 from web.views.users import SETTINGS
 from workers.bootstrap import make_waiting_room
 from workers.coupon_gate import CouponGate
@@ -98,6 +98,7 @@ def create_app(
     app[SETTINGS] = settings
     app[DB] = db
     app[REDIS] = client
+    app[JOB_METRICS] = gateway.metrics
     app[HUB] = hub
     app[STREAMS] = streams
     app[GATEWAY] = gateway

@@ -40,7 +40,7 @@ from web.schema import decode_body, to_payload
 from web.sse import Streams
 from web.validation import path_id
 from workers.broker import send_jobs
-from workers.events import counters_key
+from workers.events import JobMetrics
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,8 @@ class JobGateway:
     ) -> None:
         self.db = db
         self.broker = broker
-        self.redis = client
         self.hub = hub
-        self.counters = counters_key(prefix)
+        self.metrics = JobMetrics(client, prefix)
         self.clock = clock
         self._sent: list = []
         self._pending: list[tuple[uuid.UUID, int, str, dict, dict | None, asyncio.Future]] = []
@@ -128,7 +127,7 @@ class JobGateway:
             if outcome is not None:
                 outcome[1]()
         if error:  # counted with the workers' outcomes, for /metrics
-            await self.redis.hincrby(self.counters, f"{job_type}|failed", 1)
+            await self.metrics.count_refused(job_type)
         return job_response(view, answer_terminal=bool(wait))
 
     def _record_and_send(

@@ -141,6 +141,24 @@ class BrokerEpoch:
         self.client.set(self.key, now.isoformat())
 
 
+async def queue_stats(broker: dramatiq.Broker, client: Any,
+                      settings: Settings) -> tuple[dict[str, int], dict[str, int]]:
+    """Messages waiting (ready and delayed) and dead-lettered, by queue, read on the
+    asyncio ``client`` (or from the in-process stub broker)."""
+    if isinstance(broker, StubBroker):
+        depths = {q: broker.queues[q].qsize() for q in QUEUES}
+        return depths, {q: len(broker.dead_letters_by_queue[q]) for q in QUEUES}
+    keys = queue_depth_keys(settings)
+    pipe = client.pipeline(transaction=False)
+    for key in keys.values():
+        pipe.llen(key)
+    for queue in QUEUES:
+        pipe.hlen(dead_letter_key(settings, queue))
+    values = await pipe.execute()
+    return (dict(zip(keys, values[: len(keys)], strict=True)),
+            dict(zip(QUEUES, values[len(keys):], strict=True)))
+
+
 def queue_depth_keys(settings: Settings) -> dict[str, str]:
     """Redis list keys of the waiting and delayed messages of each queue."""
     ns = dramatiq_namespace(settings)

@@ -8,6 +8,7 @@ reads the counters and latency buckets), in the same round trip as the publish.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 import redis
@@ -74,3 +75,30 @@ class Publisher:
             pipe.hincrbyfloat(key, f"{job_type}|sum", latency)
         if len(pipe):
             pipe.execute()
+
+
+def _text(mapping: dict) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in mapping.items()
+    }
+
+
+class JobMetrics:
+    """The job counters and latency buckets, read by ``/metrics`` (asyncio client)."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    async def count_refused(self, job_type: str) -> None:
+        """Count a job refused at the door (it never reaches a worker)."""
+        await self.client.hincrby(counters_key(self.prefix), f"{job_type}|failed", 1)
+
+    async def read(self) -> tuple[dict[str, str], dict[str, str]]:
+        """``(type|outcome -> count, type|bucket -> count)``."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(counters_key(self.prefix))
+        pipe.hgetall(latency_key(self.prefix))
+        counters, latency = await pipe.execute()
+        return _text(counters), _text(latency)

@@ -7,17 +7,17 @@ import logging
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from dramatiq.brokers.stub import StubBroker
 
 from web.commands import DB, GATEWAY
 from web.metrics import HTTP_METRICS, job_lines
 from web.responses import json_response
 from web.views.users import SETTINGS
-from workers.broker import QUEUES, dead_letter_key, queue_depth_keys
-from workers.events import counters_key, latency_key
+from workers.broker import queue_stats
+from workers.events import JobMetrics
 
 log = logging.getLogger(__name__)
 REDIS = web.AppKey("redis", aioredis.Redis)
+JOB_METRICS = web.AppKey("job_metrics", JobMetrics)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -50,31 +50,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
-    client = request.app[REDIS]
     settings = request.app[SETTINGS]
     lines = request.app[HTTP_METRICS].render()
-    prefix = settings.redis_prefix
-    counters = await client.hgetall(counters_key(prefix))
-    latency = await client.hgetall(latency_key(prefix))
-    lines += job_lines(_text(counters), _text(latency))
+    lines += job_lines(*await request.app[JOB_METRICS].read())
+    depths, dead = await queue_stats(request.app[GATEWAY].broker, request.app[REDIS],
+                                     settings)
     lines += [
         "# HELP bazaar_queue_depth Messages waiting in the broker, by queue.",
         "# TYPE bazaar_queue_depth gauge",
     ]
-    broker = request.app[GATEWAY].broker
-    if isinstance(broker, StubBroker):
-        depths = {q: broker.queues[q].qsize() for q in QUEUES}
-        dead = {q: len(broker.dead_letters_by_queue[q]) for q in QUEUES}
-    else:
-        keys = queue_depth_keys(settings)
-        pipe = client.pipeline(transaction=False)
-        for key in keys.values():
-            pipe.llen(key)
-        for queue in QUEUES:
-            pipe.hlen(dead_letter_key(settings, queue))
-        values = await pipe.execute()
-        depths = dict(zip(keys, values[: len(keys)], strict=True))
-        dead = dict(zip(QUEUES, values[len(keys):], strict=True))
     lines += [f'bazaar_queue_depth{{queue="{q}"}} {n}' for q, n in depths.items()]
     lines += [
         "# HELP bazaar_dead_letters Messages dead-lettered by the broker, by queue.",
@@ -83,10 +67,3 @@ async def metrics(request: web.Request) -> web.Response:
     lines += [f'bazaar_dead_letters{{queue="{q}"}} {n}' for q, n in dead.items()]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
                         charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
-
-
-def _text(mapping: dict) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in mapping.items()
-    }
