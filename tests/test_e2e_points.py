@@ -80,8 +80,9 @@ def test_one_idempotency_key_sent_20_times_concurrently(big_stack, database):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(process_env, database, sig):
     # Given a stack whose one worker process group will be signalled (as a Procfile host
-    # or systemd would: the whole group at once)
-    stack = Stack(process_env)
+    # or systemd would: the whole group at once), on a key space of its own so that no
+    # other worker (this module's big_stack) drains its queue
+    stack = Stack({**process_env, "REDIS_PREFIX": f"{process_env['REDIS_PREFIX']}-crash-{sig.name}"})
     stack.start_web()
     stack.start_worker(name="doomed", processes=1, threads=8)
     try:
