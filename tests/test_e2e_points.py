@@ -82,7 +82,8 @@ def test_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(process_env,
     # Given a stack whose one worker process group will be signalled (as a Procfile host
     # or systemd would: the whole group at once), on a key space of its own so that no
     # other worker (this module's big_stack) drains its queue
-    stack = Stack({**process_env, "REDIS_PREFIX": f"{process_env['REDIS_PREFIX']}-crash-{sig.name}"})
+    own_prefix = f"{process_env['REDIS_PREFIX']}-crash-{sig.name}"
+    stack = Stack({**process_env, "REDIS_PREFIX": own_prefix})
     stack.start_web()
     stack.start_worker(name="doomed", processes=1, threads=8)
     try:
