@@ -150,16 +150,19 @@ def react(events: list[Event], depth: int = 0) -> list[dict]:
                 continue
             results.append(result or {})
             if ctx.events and depth < MAX_REACTION_DEPTH:
-                _publish_quietly(ctx.events)
-                results += react(ctx.events, depth + 1)
+                results += hand_out(ctx.events, depth + 1)
     return results
 
 
-def _publish_quietly(events: list[Event]) -> None:
-    try:
-        runtime.current().publisher.publish(events)
-    except Exception:
-        log.warning("could not publish events", exc_info=True)
+def hand_out(events: list[Event], depth: int = 0) -> list[dict]:
+    """Committed events: their reactions first, then the live ones are published."""
+    results = react(events, depth)
+    if events:
+        try:
+            runtime.current().publisher.publish(events)
+        except Exception:
+            log.warning("could not publish events", exc_info=True)
+    return results
 
 
 def run_periodic(schedule_id: str, slot: int) -> dict | None:
@@ -192,8 +195,7 @@ def run_periodic(schedule_id: str, slot: int) -> dict | None:
     except Exception:  # a bug: the next slot tries again
         log.exception("periodic task crashed", extra=extra)
         return None
-    _publish_quietly(ctx.events)
-    for more in react(ctx.events):
+    for more in hand_out(ctx.events):
         result = result | more
     log.debug("periodic ran", extra=extra | result)
     return result
