@@ -1,4 +1,5 @@
-"""Demo data: a small catalog, two live coupons, a concert and two users, to try things at once."""
+"""Demo data: a small catalog, two live coupons, a concert, an auction with two artists
+and bids under way, and users, to try things at once."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from db.connection import database
-from db.models import Concert, Coupon, Product, User
-from jobs import catalog, concerts, coupons, points, users
+from db.models import Artwork, Concert, Coupon, Product, User
+from jobs import auction, catalog, concerts, coupons, points, users
+from jobs.platform import Context
 
 PRODUCTS = [
     ("Mechanical keyboard", 89_000, 40, "Tactile switches, hot-swappable."),
@@ -23,7 +25,7 @@ PRODUCTS = [
 
 def load_demo_data(hash_password: Callable[[str], str], now: datetime) -> dict:
     """Create what is missing of the demo set; returns what was created."""
-    created = {"products": 0, "coupons": 0, "concerts": 0, "users": []}
+    created = {"products": 0, "coupons": 0, "concerts": 0, "artworks": 0, "users": []}
     with database.atomic():
         if not Product.select().exists():
             for name, price, stock, description in PRODUCTS:
@@ -48,4 +50,37 @@ def load_demo_data(hash_password: Callable[[str], str], now: datetime) -> dict:
             user = users.create_user(username, hash_password(password), now, is_admin=admin)
             points.charge(user.id, 1_000_000, "demo", now)
             created["users"].append(f"{username} / {password}")
+        if not Artwork.select().exists():
+            created["artworks"] = _auction(hash_password, now)
+            created["users"] += [f"{n} / {n}-password" for n in AUCTION_PEOPLE]
     return created
+
+
+ARTWORKS = [  # (artist, title, genre, start price, instant price, days to run)
+    (0, "Harbour at dusk", "PAINTING", 50_000, 400_000, 3),
+    (0, "Salt and iron", "SCULPTURE", 120_000, None, 5),
+    (1, "Night market, Seoul", "PHOTOGRAPHY", 20_000, 90_000, 2),
+    (1, "Paper cranes", "DRAWING", 10_000, None, 7),
+]
+AUCTION_PEOPLE = ("ana_artist", "ben_artist", "collector", "patron")
+BIDS = [(0, 0, 50_000, 80_000), (0, 1, 60_000, None), (2, 1, 20_000, 35_000),
+        (2, 0, 25_000, 30_000), (3, 0, 10_000, None)]  # (artwork, bidder, amount, maximum)
+
+
+def _auction(hash_password: Callable[[str], str], now: datetime) -> int:
+    """Two artists, four open artworks, and bids on three of them (by the rules)."""
+    artists = [users.create_user(name, hash_password(f"{name}-password"), now,
+                                 is_artist=True).id for name in AUCTION_PEOPLE[:2]]
+    bidders = []
+    for name in AUCTION_PEOPLE[2:]:
+        uid = users.create_user(name, hash_password(f"{name}-password"), now).id
+        points.charge(uid, 1_000_000, "demo", now)
+        bidders.append(uid)
+    works = [auction.create_artwork(artists[a], title, genre, None, start, instant,
+                                    now + timedelta(days=days), now)["id"]
+             for a, title, genre, start, instant, days in ARTWORKS]
+    settings = auction.AuctionSettings()
+    for work, bidder, amount, maximum in BIDS:
+        auction.place_bid(Context(now=now, user_id=bidders[bidder]), works[work], amount,
+                          maximum, settings)
+    return len(works)

@@ -1,8 +1,10 @@
-"""Points: charge, spend, refund, balance and history.
+"""Points: charge, spend, refund, escrow, balance and history.
 
 The balance is never negative (a CHECK constraint and conditional updates) and always
 equals the sum of the history, because every change writes both in one transaction.
-``spend`` and ``refund`` are what orders, seats and auctions use to move points.
+``spend`` and ``refund`` are what orders, seats and auctions use to move points;
+``hold`` and ``release`` move points between the spendable balance and ``held`` (auction
+escrow: balance + held is what the user owns), and ``credit`` pays a seller.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from jobs.platform import Command, Context, Domain
 
 MAX_BALANCE = 10_000_000
 CHARGE, USE, REFUND = "CHARGE", "USE", "REFUND"
+HOLD, RELEASE, SALE = "HOLD", "RELEASE", "SALE"
 
 
 def _require_transaction() -> None:
@@ -28,7 +31,8 @@ def _require_transaction() -> None:
         raise RuntimeError("point movements must run inside database.atomic()")
 
 
-_MOVE = "UPDATE point_wallets SET balance = balance + %s, updated_at = %s WHERE user_id = %s"
+_MOVE = ("UPDATE point_wallets SET balance = balance + %s, held = held - %s, updated_at = %s"
+         " WHERE user_id = %s")
 _LOG = (
     "INSERT INTO point_history (user_id, type, amount, balance_after, ref, created_at)"
     " VALUES (%s, %s, %s, %s, %s, %s)"
@@ -36,11 +40,17 @@ _LOG = (
 
 
 def _move(user_id: int, delta: int, kind: str, ref: str, now: datetime, guard: str,
-          bound: int) -> int | None:
-    """Apply ``delta`` where ``balance <guard> bound`` holds, log it; the new balance or None."""
+          bound: int, escrow: int = 0) -> int | None:
+    """Apply ``delta`` where ``balance <guard> bound`` holds, log it; the new balance or None.
+
+    ``escrow`` is the part of ``delta`` that comes out of ``held`` (a release is
+    ``delta = escrow > 0``, a hold ``delta = escrow < 0``); ``held`` may not go negative.
+    """
     _require_transaction()
-    row = execute(f"{_MOVE} AND balance {guard} %s RETURNING balance",
-                  (delta, now, user_id, bound)).fetchone()
+    guard_held = " AND held >= %s" if escrow > 0 else ""
+    params = (delta, escrow, now, user_id, bound) + ((escrow,) if escrow > 0 else ())
+    row = execute(f"{_MOVE} AND balance {guard} %s{guard_held} RETURNING balance",
+                  params).fetchone()
     if row is None:
         return None
     execute(_LOG, (user_id, kind, delta, row[0], ref, now))
@@ -73,15 +83,46 @@ def refund(user_id: int, amount: int, ref: str, now: datetime) -> int:
     return balance
 
 
+def hold(user_id: int, amount: int, ref: str, now: datetime) -> int:
+    """Move ``amount`` spendable points into escrow; ``INSUFFICIENT_POINTS`` if short."""
+    balance = _move(user_id, -amount, HOLD, ref, now, ">=", amount, escrow=-amount)
+    if balance is None:
+        _require_wallet(user_id)
+        raise DomainError("INSUFFICIENT_POINTS", f"{amount} points are needed")
+    return balance
+
+
+def release(user_id: int, amount: int, ref: str, now: datetime) -> int:
+    """Give ``amount`` escrowed points back to the spendable balance."""
+    balance = _move(user_id, amount, RELEASE, ref, now, ">=", 0, escrow=amount)
+    if balance is None:  # the caller's bookkeeping and the wallet disagree: roll back
+        raise RuntimeError(f"user {user_id} does not hold {amount} points for {ref}")
+    return balance
+
+
+def credit(user_id: int, amount: int, ref: str, now: datetime) -> int:
+    """Pay ``amount`` points to a seller for ``ref`` (history ``SALE``; may pass the cap)."""
+    balance = _move(user_id, amount, SALE, ref, now, ">=", 0)
+    if balance is None:
+        _require_wallet(user_id)
+    return balance
+
+
+def spendable(user_id: int) -> int:
+    """The spendable balance (inside a transaction that already locks what matters)."""
+    wallet = PointWallet.get_or_none(PointWallet.user == user_id)
+    return wallet.balance if wallet else 0
+
+
 def _require_wallet(user_id: int) -> None:
     if not PointWallet.select().where(PointWallet.user == user_id).exists():
         raise DomainError("USER_NOT_FOUND", "no such user")
 
 
 def balance(user_id: int) -> dict:
-    """The current balance."""
+    """The spendable balance and the points held in escrow."""
     wallet = PointWallet.get_or_none(PointWallet.user == user_id)
-    return {"balance": wallet.balance if wallet else 0}
+    return {"balance": wallet.balance if wallet else 0, "held": wallet.held if wallet else 0}
 
 
 def history(user_id: int, limit: int, cursor: str | None) -> dict:

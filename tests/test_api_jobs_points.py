@@ -180,7 +180,7 @@ def test_same_idempotency_key_and_body_returns_the_original_job_once(api, token)
     assert again.status == 200, again
     assert again.body["id"] == first.body["id"]
     assert again.body["status"] == "succeeded"
-    assert api.get("/points", token=token).body == {"balance": 70}
+    assert api.get("/points", token=token).body == {"balance": 70, "held": 0}
     assert len(api.get("/jobs", token=token).body["items"]) == 1
 
 
@@ -237,7 +237,7 @@ def test_concurrent_requests_with_one_key_charge_once(api, token):
     ids = {r.body["id"] for r in replies}
     assert len(ids) == 1
     api.wait_job(ids.pop(), token)
-    assert api.get("/points", token=token).body == {"balance": 30}
+    assert api.get("/points", token=token).body == {"balance": 30, "held": 0}
 
 
 # -- reading jobs ----------------------------------------------------------------------
@@ -448,7 +448,7 @@ def test_a_new_user_has_a_zero_balance(api, token):
     reply = api.get("/points", token=token)
     # Then it is zero
     assert reply.status == 200, reply
-    assert reply.body == {"balance": 0}
+    assert reply.body == {"balance": 0, "held": 0}
 
 
 def test_the_balance_can_reach_the_cap_exactly(api, token):
@@ -459,7 +459,7 @@ def test_the_balance_can_reach_the_cap_exactly(api, token):
     job = charge_done(api, token, 1_000_000)
     # Then the balance is exactly the cap
     assert job["status"] == "succeeded", job
-    assert api.get("/points", token=token).body == {"balance": CAP}
+    assert api.get("/points", token=token).body == {"balance": CAP, "held": 0}
 
 
 def test_charging_past_the_cap_fails_the_job_and_changes_nothing(api, token):
@@ -476,7 +476,7 @@ def test_charging_past_the_cap_fails_the_job_and_changes_nothing(api, token):
     assert job["error"]["code"] == "MAX_BALANCE_EXCEEDED"
     assert job["error"]["message"]
     assert job["finished_at"] is not None
-    assert api.get("/points", token=token).body == {"balance": CAP - 1}
+    assert api.get("/points", token=token).body == {"balance": CAP - 1, "held": 0}
     assert api.get("/points/history?limit=100", token=token).body["items"] == history_before
 
 
@@ -489,7 +489,7 @@ def test_concurrent_charges_all_apply_once(api, token):
     jobs = [api.wait_job(r.body["id"], token) for r in replies]
     # Then each succeeded once and the balance is their sum
     assert all(j["status"] == "succeeded" for j in jobs)
-    assert api.get("/points", token=token).body == {"balance": sum(amounts)}
+    assert api.get("/points", token=token).body == {"balance": sum(amounts), "held": 0}
     history = api.get("/points/history?limit=100", token=token).body["items"]
     assert sorted(h["amount"] for h in history) == amounts
 

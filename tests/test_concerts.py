@@ -74,7 +74,7 @@ def test_paying_after_the_hold_expired_fails_and_spends_nothing(clean_db, clock,
     assert code_of(pay, clean_db, uid, rid, clock.now()) == "RESERVATION_EXPIRED"
     concerts.expire_holds(clock.now())
     assert code_of(pay, clean_db, uid, rid, clock.now()) == "RESERVATION_EXPIRED"
-    assert points.balance(uid) == {"balance": 50_000}
+    assert points.balance(uid) == {"balance": 50_000, "held": 0}
     assert ConcertPayment.select().count() == 0
 
 

@@ -57,7 +57,7 @@ def test_embedded_system_runs_a_charge(fresh_clone):
         # Then the job succeeds through the in-process worker, on a SQLite file in the clone
         job = api.wait_job(accepted.body["id"], token, timeout=20)
         assert job["status"] == "succeeded" and job["result"] == {"balance": 1234}
-        assert api.get("/points", token=token).body == {"balance": 1234}
+        assert api.get("/points", token=token).body == {"balance": 1234, "held": 0}
         assert (fresh_clone / "var" / "bazaar.sqlite3").exists()
         # ... and the demo shop works: the demo user orders from the cart and pays
         demo = api.login("demo", "demo-password")["access_token"]

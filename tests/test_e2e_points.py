@@ -70,7 +70,7 @@ def test_one_idempotency_key_sent_20_times_concurrently(big_stack, database):
     assert len({body["id"] for _, body in replies}) == 1
     job = api.wait_job(replies[0][1]["id"], token)
     assert job["status"] == "succeeded"
-    assert api.get("/points", token=token).body == {"balance": 700}
+    assert api.get("/points", token=token).body == {"balance": 700, "held": 0}
     with database.connection_context():
         user = User.get(User.username == "idem_user")
         assert Job.select().where(Job.user == user.id).count() == 1

@@ -77,18 +77,18 @@ def test_success_commits_effect_and_outcome(job, rt):
     stored = Job.get_by_id(job.id)
     assert (stored.status, stored.result, stored.attempts) == ("succeeded", {"balance": 70}, 1)
     assert stored.started_at is not None and stored.finished_at is not None
-    assert points.balance(job.user_id) == {"balance": 70}
+    assert points.balance(job.user_id) == {"balance": 70, "held": 0}
 
 
 def test_the_registered_command_runs_when_none_is_given(job, rt):
     assert lifecycle.execute_job(str(job.id)) == "succeeded"
-    assert points.balance(job.user_id) == {"balance": 70}
+    assert points.balance(job.user_id) == {"balance": 70, "held": 0}
 
 
 def test_redelivered_terminal_job_is_skipped(job, rt):
     lifecycle.execute_job(str(job.id), CHARGE)
     assert lifecycle.execute_job(str(job.id), CHARGE) == "skipped"
-    assert points.balance(job.user_id) == {"balance": 70}
+    assert points.balance(job.user_id) == {"balance": 70, "held": 0}
     assert PointHistory.select().count() == 1
 
 
@@ -124,7 +124,7 @@ def test_two_deliveries_at_once_publish_once(job, rt, heard):
         t.join()
     # Then one succeeded, the effect happened once, and its event left once
     assert sorted(outcomes) == ["skipped", "succeeded"]
-    assert points.balance(job.user_id) == {"balance": 70}
+    assert points.balance(job.user_id) == {"balance": 70, "held": 0}
     assert [topic for topic, _ in heard()].count("test.charged") == 1
 
 
@@ -136,7 +136,7 @@ def test_a_handler_raising_after_emit_publishes_nothing(job, rt, heard):
     # When it runs
     assert lifecycle.execute_job(str(job.id), charging(then=refuse)) == "failed"
     # Then the effect is rolled back and its event never left; only the failure is told
-    assert points.balance(job.user_id) == {"balance": 0}
+    assert points.balance(job.user_id) == {"balance": 0, "held": 0}
     events = heard()
     assert [topic for topic, _ in events] == ["job"]
     assert events[0][1]["data"]["status"] == "failed"
@@ -158,7 +158,7 @@ def test_refusal_fails_at_once_and_rolls_back(job, rt):
     stored = Job.get_by_id(job.id)
     assert stored.status == "failed"
     assert stored.error["code"] == "MAX_BALANCE_EXCEEDED"
-    assert points.balance(job.user_id) == {"balance": 0}
+    assert points.balance(job.user_id) == {"balance": 0, "held": 0}
 
 
 def test_transient_fault_is_raised_for_retry_then_fails(job, rt, monkeypatch):
@@ -173,7 +173,7 @@ def test_transient_fault_is_raised_for_retry_then_fails(job, rt, monkeypatch):
     assert lifecycle.execute_job(str(job.id), charging(then=flaky)) == "failed"
     stored = Job.get_by_id(job.id)
     assert (stored.error["code"], stored.attempts) == ("INTERNAL_ERROR", 2)
-    assert points.balance(job.user_id) == {"balance": 0}
+    assert points.balance(job.user_id) == {"balance": 0, "held": 0}
 
 
 def test_a_bug_fails_the_job_without_retry(job, rt):
@@ -200,7 +200,7 @@ def test_a_job_that_keeps_killing_workers_is_given_up(job, rt):
     # Then it fails instead of running again
     assert outcome == "failed"
     assert Job.get_by_id(job.id).error["code"] == "INTERNAL_ERROR"
-    assert points.balance(job.user_id) == {"balance": 0}
+    assert points.balance(job.user_id) == {"balance": 0, "held": 0}
 
 
 def test_outcomes_are_counted_for_metrics(job, rt):

@@ -29,7 +29,7 @@ def test_charge_adds_and_logs(clean_db, clock):
         result = points.charge(uid, 200, "job:2", clock.now())
     # Then the balance and history agree
     assert result == {"balance": 500}
-    assert points.balance(uid) == {"balance": 500}
+    assert points.balance(uid) == {"balance": 500, "held": 0}
     page = points.history(uid, 20, None)
     assert [(i["type"], i["amount"], i["balance_after"]) for i in page["items"]] == [
         ("CHARGE", 200, 500),

@@ -105,7 +105,7 @@ def test_short_of_points_changes_nothing(clean_db, clock):
     order_id = create(clean_db, uid, [(a, 1)], clock)["order_id"]
     assert refusal(pay, clean_db, uid, order_id, clock.now()) == "INSUFFICIENT_POINTS"
     assert Order.get_by_id(order_id).status == "NOT_PAID"
-    assert points.balance(uid) == {"balance": 100}
+    assert points.balance(uid) == {"balance": 100, "held": 0}
     assert OutboxEvent.select().count() == 0
 
 
@@ -136,7 +136,7 @@ def test_expiry_returns_stock_and_frees_the_coupon_once(clean_db, clock):
     assert create(clean_db, uid, [(a, 1)], clock, held)["discount"] == 1_000
     # ... and paying the expired order fails and spends nothing
     assert refusal(pay, clean_db, uid, order_id, clock.now()) == "ORDER_EXPIRED"
-    assert points.balance(uid) == {"balance": 10_000}
+    assert points.balance(uid) == {"balance": 10_000, "held": 0}
 
 
 def test_paying_after_the_deadline_fails_even_before_the_sweep(clean_db, clock):
@@ -144,7 +144,7 @@ def test_paying_after_the_deadline_fails_even_before_the_sweep(clean_db, clock):
     order_id = create(clean_db, uid, [(product("a", 10, 5, clock.now()), 1)], clock)["order_id"]
     clock.advance(minutes=5)
     assert refusal(pay, clean_db, uid, order_id, clock.now()) == "ORDER_EXPIRED"
-    assert points.balance(uid) == {"balance": 10_000}
+    assert points.balance(uid) == {"balance": 10_000, "held": 0}
 
 
 def test_payment_racing_expiry_has_exactly_one_winner(clean_db, clock):

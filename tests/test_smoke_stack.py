@@ -24,4 +24,4 @@ def test_charge_goes_from_202_to_succeeded(stack):
     job = api.wait_job(reply.body["id"], token)
     assert job["status"] == "succeeded"
     assert job["result"] == {"balance": 250}
-    assert api.get("/points", token=token).body == {"balance": 250}
+    assert api.get("/points", token=token).body == {"balance": 250, "held": 0}

@@ -1,5 +1,6 @@
 """Peewee models, one module per domain; import them from here."""
 
+from db.models.auction import Artwork, ArtworkEvent, Bid, Bidder
 from db.models.base import BaseModel, JSONField
 from db.models.concerts import Concert, ConcertDate, ConcertPayment, Reservation
 from db.models.jobs import Job, JobStatus, PeriodicRun
@@ -20,11 +21,16 @@ ALL_MODELS = [
     User, PointWallet, PointHistory, Job, PeriodicRun,
     Product, CartItem, Coupon, UserCoupon, Order, OrderItem, ProductSalesDaily, OutboxEvent,
     Concert, ConcertDate, Reservation, ConcertPayment,
+    Artwork, Bidder, Bid, ArtworkEvent,
 ]
 
 __all__ = [
     "ALL_MODELS",
+    "Artwork",
+    "ArtworkEvent",
     "BaseModel",
+    "Bid",
+    "Bidder",
     "CartItem",
     "Concert",
     "ConcertDate",

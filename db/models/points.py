@@ -9,10 +9,12 @@ from db.models.users import User
 
 
 class PointWallet(BaseModel):
-    """One balance per user; the CHECK keeps it non-negative whatever the code does."""
+    """One balance per user, and the points held in auction escrow (``held``, not
+    spendable); CHECKs keep both non-negative whatever the code does."""
 
     user = peewee.ForeignKeyField(User, primary_key=True, on_delete="CASCADE")
     balance = peewee.BigIntegerField(default=0, constraints=[peewee.Check("balance >= 0")])
+    held = peewee.BigIntegerField(default=0, constraints=[peewee.Check("held >= 0")])
     updated_at = peewee.DateTimeField()
 
     class Meta:
@@ -20,7 +22,8 @@ class PointWallet(BaseModel):
 
 
 class PointHistory(BaseModel):
-    """A signed movement: CHARGE and REFUND are positive, USE is negative."""
+    """A signed movement of the spendable balance: CHARGE, REFUND, RELEASE and SALE are
+    positive, USE and HOLD negative (a HOLD moves points into ``held``, a RELEASE back)."""
 
     id = peewee.BigAutoField()
     user = peewee.ForeignKeyField(User, on_delete="CASCADE")

@@ -46,8 +46,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     user_id = await require_stream_user(request)
     db = request.app[DB]
 
-    async def changed_since(after: int) -> list[Event]:
-        jobs = await db(records.changed_since, user_id, after)
+    async def changed_since(after: int | None) -> list[Event]:
+        jobs = await db(records.changed_since, user_id, after or 0)
         return [Event("job", records.job_view(job), str(user_id), job.seq) for job in jobs]
 
     return await sse.stream(request, request.app[HUB], request.app[STREAMS], "job",

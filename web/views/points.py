@@ -15,9 +15,10 @@ from web.validation import PAGING, page_params
 
 
 class Points(msgspec.Struct):
-    """Spendable points."""
+    """Spendable points, and points held in auction escrow (not spendable)."""
 
     balance: int
+    held: int
 
 
 class Movement(msgspec.Struct):
