@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -33,6 +34,7 @@ from web.hub import LiveHub
 log = logging.getLogger(__name__)
 PING_SECONDS = 15
 QUEUE_LIMIT = 10_000
+SEND_TIMEOUT = 120
 REORDER_SECONDS = 0.2
 _ID = re.compile(r"[0-9]{1,18}")
 Replay = Callable[[int | None], Awaitable[list[Event]]]
@@ -95,8 +97,7 @@ async def stream(
 
             async def send(events: list[Event]) -> None:
                 for event in events:
-                    await response.send(_encode(event.data).decode(), id=_text_id(event),
-                                        event=event_name(event))
+                    await _write(response, _frame(event, event_name))
 
             await send(out.replayed(await replay(after), after))
             while response.is_connected() and not closing.is_set():
@@ -184,5 +185,31 @@ class _Sender:
         return out
 
 
-def _text_id(event: Event) -> str | None:
-    return None if event.id is None else str(event.id)
+_FRAMES: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
+FRAME_CACHE = 256
+
+
+def _frame(event: Event, event_name: Callable[[Event], str]) -> bytes:
+    """The event as ``text/event-stream`` bytes, encoded once for all its subscribers.
+
+    The hub hands the same ``Event`` object to every stream of the process; the cache
+    holds the object itself, so its ``id()`` cannot be reused while it is cached.
+    """
+    cached = _FRAMES.get(id(event))
+    if cached is not None and cached[0] is event:
+        return cached[1]
+    head = "" if event.id is None else f"id: {event.id}\n"
+    frame = f"{head}event: {event_name(event)}\ndata: ".encode() + _encode(event.data) + b"\n\n"
+    _FRAMES[id(event)] = (event, frame)
+    if len(_FRAMES) > FRAME_CACHE:
+        _FRAMES.popitem(last=False)
+    return frame
+
+
+async def _write(response: web.StreamResponse, frame: bytes) -> None:
+    """Write one frame; a client that does not take it within ``SEND_TIMEOUT`` is dropped."""
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await response.write(frame)
+    except TimeoutError:
+        raise ConnectionResetError("the client stopped reading") from None
