@@ -92,7 +92,8 @@ def test_the_list_pages_newest_first_without_repeats(api):
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"title": ""}, "title"), ({"title": "x" * 201}, "title"), ({"genre": "POTTERY"}, "genre"),
+    ({"title": ""}, "title"), ({"title": "x" * 201}, "title"), ({"title": "a\u0000b"}, "title"),
+    ({"description": "\u0000"}, "description"), ({"genre": "POTTERY"}, "genre"),
     ({"start_price": 99}, "start_price"), ({"start_price": 100_000_001}, "start_price"),
     ({"start_price": "1000"}, "start_price"), ({"start_price": True}, "start_price"),
     ({"instant_price": 1_000}, "instant_price"), ({"description": "d" * 5_001}, "description"),

@@ -14,10 +14,14 @@ def whole(regex: str) -> str:
     return f"^(?:{regex})(?![\\s\\S])"
 
 
+NO_NUL = "[^\\x00]*"
+"""Any text but NUL, which PostgreSQL cannot store (it would be a 500, not a 400)."""
+
+
 def Text(lo: int, hi: int, regex: str | None = None, description: str | None = None) -> Any:
-    """A string of ``lo..hi`` characters, optionally matching ``regex`` whole."""
+    """A string of ``lo..hi`` characters matching ``regex`` whole (by default: no NUL)."""
     return Annotated[str, msgspec.Meta(min_length=lo, max_length=hi,
-                                       pattern=whole(regex) if regex else None,
+                                       pattern=whole(regex or NO_NUL),
                                        description=description)]
 
 
