@@ -26,6 +26,7 @@ from datetime import UTC, timedelta
 
 import aiohttp
 
+from bench.charge import closed_loop
 from bench.common import latency_line, machine, scratch_env
 from bench.shop import CpuMeter, insert_users, mint_tokens, wait_terminal
 from db.connection import connect_database
@@ -93,29 +94,6 @@ async def paced_bids(base: str, path: str, tokens: list[str], rate: float, secon
     return total
 
 
-async def send_bids(base: str, path: str, tokens: list[str], total: int,
-                    connections: int) -> tuple[float, list[float], dict[int, int]]:
-    """``connections`` clients send ``total`` rising bids; (seconds, latencies, statuses)."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    counter = iter(range(total))
-    async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=0)) as s:
-
-        async def client() -> None:
-            for n in counter:
-                body = {"amount": START + 10 * n}
-                headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
-                began = time.perf_counter()
-                async with s.post(path, json=body, headers=headers) as r:
-                    await r.read()
-                latencies.append(time.perf_counter() - began)
-                statuses[r.status] = statuses.get(r.status, 0) + 1
-
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(connections)))
-        return time.perf_counter() - began, latencies, statuses
-
-
 def main() -> None:
     """Run the auction load once and print its figures."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -171,8 +149,9 @@ def run(args: argparse.Namespace, env: dict[str, str], webs: tuple[Stack, Stack]
                       "workers": webs[0].procs["worker"].pid},
                      env["DATABASE_URL"].rsplit("/", 1)[1])
     meter.start()
-    seconds, latencies, statuses = asyncio.run(send_bids(
-        webs[0].api.base, f"{API}/artworks/{art}/bids", tokens, args.bids, args.connections))
+    seconds, latencies, statuses = asyncio.run(closed_loop(
+        webs[0].api.base, tokens, args.bids, args.connections, f"{API}/artworks/{art}/bids",
+        lambda n: {"amount": START + 10 * n}))  # each a little above the last one sent
     sent_at = time.perf_counter()
     drained = wait_terminal(database, args.bids) - sent_at
     time.sleep(1)  # let the last events reach every subscriber

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 
 import aiohttp
 
@@ -46,8 +47,11 @@ async def login_users(base: str, count: int) -> list[str]:
         return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
-async def closed_loop(base: str, tokens: list[str], total: int, connections: int) -> tuple:
-    """``connections`` clients send ``total`` charges back to back; (seconds, latencies, codes)."""
+async def closed_loop(base: str, tokens: list[str], total: int, connections: int,
+                      path: str = "/api/v1/points/charge",
+                      body: Callable[[int], dict] = lambda n: {"amount": 1}) -> tuple:
+    """``connections`` clients send ``total`` commands back to back (the n-th with
+    ``body(n)``, a charge of 1 by default); (seconds, latencies, codes)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     counter = iter(range(total))
@@ -58,8 +62,7 @@ async def closed_loop(base: str, tokens: list[str], total: int, connections: int
             for n in counter:
                 headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
                 started = time.perf_counter()
-                async with s.post("/api/v1/points/charge", json={"amount": 1},
-                                  headers=headers) as r:
+                async with s.post(path, json=body(n), headers=headers) as r:
                     await r.read()
                 latencies.append(time.perf_counter() - started)
                 statuses[r.status] = statuses.get(r.status, 0) + 1
