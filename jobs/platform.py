@@ -33,7 +33,7 @@ import msgspec
 
 from jobs import outbox
 
-DOMAINS = ("system", "users", "points", "shop", "concerts", "auction")
+DOMAINS = ("system", "users", "points", "shop", "concerts", "auction", "feed")
 """The one list of domains: ``jobs.<name>`` declares ``DOMAIN``; routes, actors, the
 schedule, the test reset and the OpenAPI all iterate it."""
 

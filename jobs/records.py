@@ -14,8 +14,8 @@ from db.connection import database, execute, for_update, is_postgres
 from db.models import Job, JobStatus
 from db.models.jobs import TERMINAL
 from jobs.clock import iso
-from jobs.errors import DomainError, InvalidRequest
-from jobs.pagination import decode_cursor, page
+from jobs.errors import DomainError
+from jobs.pagination import Moment, keyset_page
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
@@ -219,17 +219,8 @@ def list_jobs(
         query = query.where(Job.status == status)
     if job_type:
         query = query.where(Job.type == job_type)
-    after = decode_cursor(cursor, 2)
-    if after:
-        try:
-            created, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-        except (TypeError, ValueError):
-            raise InvalidRequest({"cursor": "is not a cursor this list gave out"}) from None
-        query = query.where(
-            (Job.created_at < created) | ((Job.created_at == created) & (Job.id < last_id))
-        )
-    rows = list(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
-    items, next_cursor = page(rows, limit, lambda j: (j.created_at.isoformat(), str(j.id)))
+    items, next_cursor = keyset_page(query, (Job.created_at, Job.id), tuple[Moment, uuid.UUID],
+                                     limit, cursor, newest_first=True)
     return {"items": [job_view(j) for j in items], "next_cursor": next_cursor}
 
 

@@ -138,6 +138,14 @@ async def require_user(request: web.Request) -> int:
     return int((await access_claims(request))["sub"])
 
 
+async def optional_user(request: web.Request) -> int | None:
+    """The authenticated user, or None for a request with no ``Authorization`` header
+    (a public read); a token that is sent must be valid."""
+    if "Authorization" not in request.headers:
+        return None
+    return await require_user(request)
+
+
 async def require_admin(request: web.Request) -> int:
     """The id of the authenticated user, who must hold the admin role (else 403)."""
     from jobs.users import get_user

@@ -66,6 +66,8 @@ def _operation(route: Route, ref_of: dict[str, dict]) -> dict[str, Any]:
     }
     if route.auth in ("user", "admin"):
         op["security"] = [{"bearer": []}]
+    elif route.auth == "optional":
+        op["security"] = [{}, {"bearer": []}]
     if route.body is not None:
         op["requestBody"] = {"required": False,
                              "content": {"application/json": {"schema": ref_of[_key(route.body)]}}}
@@ -125,6 +127,8 @@ def _responses(route: Route, ref_of: dict[str, dict]) -> dict[str, Any]:
         codes[413].add("PAYLOAD_TOO_LARGE")
     if route.auth in ("user", "admin"):
         codes[401] |= {"UNAUTHORIZED", "INVALID_TOKEN", "TOKEN_EXPIRED"}
+    elif route.auth == "optional":
+        codes[401] |= {"INVALID_TOKEN", "TOKEN_EXPIRED"}
     if route.auth == "admin":
         codes[403].add("INVALID_PERMISSION")
     codes[500].add("INTERNAL_ERROR")

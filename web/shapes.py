@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from jobs.fields import NO_NUL, Int, Text, whole  # noqa: F401  (the views take them from here)
+
 T = TypeVar("T")
-
-
-def whole(regex: str) -> str:
-    """A pattern the whole string must match (``$`` alone would allow a trailing newline)."""
-    return f"^(?:{regex})(?![\\s\\S])"
-
-
-NO_NUL = "[^\\x00]*"
-"""Any text but NUL, which PostgreSQL cannot store (it would be a 500, not a 400)."""
-
-
-def Text(lo: int, hi: int, regex: str | None = None, description: str | None = None) -> Any:
-    """A string of ``lo..hi`` characters matching ``regex`` whole (by default: no NUL)."""
-    return Annotated[str, msgspec.Meta(min_length=lo, max_length=hi,
-                                       pattern=whole(regex or NO_NUL),
-                                       description=description)]
-
-
-def Int(lo: int, hi: int) -> Any:
-    """An integer in ``lo..hi`` (JSON booleans are not integers)."""
-    return Annotated[int, msgspec.Meta(ge=lo, le=hi)]
 
 
 class NoBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -72,8 +72,14 @@ async def stream(
     replay: Replay,
     event_name: Callable[[Event], str] = lambda e: e.topic,
     contiguous: bool = False,
+    origin: Callable[[], Awaitable[int]] | None = None,
 ) -> web.StreamResponse:
-    """Serve the events of ``topics`` for ``key`` from the hub as ``text/event-stream``."""
+    """Serve the events of ``topics`` for ``key`` from the hub as ``text/event-stream``.
+
+    ``origin``, if given, reads the id of the stream's latest event: a client with no
+    ``Last-Event-ID`` starts after it (only new events), and one beyond it (a forged or
+    stale id) is taken back to it, so it cannot silence the stream's next events.
+    """
     after = last_event_id(request)
     inbox: asyncio.Queue[Event | None] = asyncio.Queue()
     closing = asyncio.Event()
@@ -90,6 +96,9 @@ async def stream(
     out = _Sender(contiguous)
     response: web.StreamResponse = web.Response(status=204)
     try:
+        if origin is not None:  # read after subscribing: nothing falls between the two
+            latest = await origin()
+            after = latest if after is None else min(after, latest)
         async with sse_response(request, ping_interval=PING_SECONDS,
                                 headers={"X-Accel-Buffering": "no",
                                          "Cache-Control": "no-store"}) as response:

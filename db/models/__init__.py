@@ -3,6 +3,7 @@
 from db.models.auction import Artwork, ArtworkEvent, Bid, Bidder
 from db.models.base import BaseModel, JSONField
 from db.models.concerts import Concert, ConcertDate, ConcertPayment, Reservation
+from db.models.feed import Alarm, AlarmInbox, Comment, Post, PostLike
 from db.models.jobs import Job, JobStatus, PeriodicRun
 from db.models.points import PointHistory, PointWallet
 from db.models.shop import (
@@ -22,16 +23,20 @@ ALL_MODELS = [
     Product, CartItem, Coupon, UserCoupon, Order, OrderItem, ProductSalesDaily, OutboxEvent,
     Concert, ConcertDate, Reservation, ConcertPayment,
     Artwork, Bidder, Bid, ArtworkEvent,
+    Post, PostLike, Comment, AlarmInbox, Alarm,
 ]
 
 __all__ = [
     "ALL_MODELS",
+    "Alarm",
+    "AlarmInbox",
     "Artwork",
     "ArtworkEvent",
     "BaseModel",
     "Bid",
     "Bidder",
     "CartItem",
+    "Comment",
     "Concert",
     "ConcertDate",
     "ConcertPayment",
@@ -45,6 +50,8 @@ __all__ = [
     "PeriodicRun",
     "PointHistory",
     "PointWallet",
+    "Post",
+    "PostLike",
     "Product",
     "ProductSalesDaily",
     "Reservation",

@@ -1,0 +1,28 @@
+"""Bounded field types shared by command payloads (here) and request bodies (``web``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+
+def whole(regex: str) -> str:
+    """A pattern the whole string must match (``$`` alone would allow a trailing newline)."""
+    return f"^(?:{regex})(?![\\s\\S])"
+
+
+NO_NUL = "[^\\x00]*"
+"""Any text but NUL, which PostgreSQL cannot store (it would be a 500, not a 400)."""
+
+
+def Text(lo: int, hi: int, regex: str | None = None, description: str | None = None) -> Any:
+    """A string of ``lo..hi`` characters matching ``regex`` whole (by default: no NUL)."""
+    return Annotated[str, msgspec.Meta(min_length=lo, max_length=hi,
+                                       pattern=whole(regex or NO_NUL),
+                                       description=description)]
+
+
+def Int(lo: int, hi: int) -> Any:
+    """An integer in ``lo..hi`` (JSON booleans are not integers)."""
+    return Annotated[int, msgspec.Meta(ge=lo, le=hi)]
