@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import uuid
@@ -260,11 +261,8 @@ class JobGateway:
 def command_route(command: Command, door: Door | None = None) -> Route:
     """The door of a command: authenticate, decode with its schema, check, submit."""
     bound = set(command.path_fields) | set(command.door_fields)
-    body_schema = command.schema if not bound else msgspec.defstruct(
-        f"{command.schema.__name__}Body",
-        [(f.name, f.type, f.default if not f.required else msgspec.NODEFAULT)
-         for f in msgspec.structs.fields(command.schema) if f.name not in bound],
-        forbid_unknown_fields=True, omit_defaults=True)
+    body_schema = command.schema if not bound else _body_schema(command.schema,
+                                                                frozenset(bound))
 
     async def submit_command(request: web.Request) -> web.Response:
         user_id = await require_user(request)
@@ -283,6 +281,17 @@ def command_route(command: Command, door: Door | None = None) -> Route:
                  errors=command.errors, decodes=False,
                  door_errors=(command.not_found,) if command.path_fields else (),
                  headers=("Idempotency-Key", "Prefer"), job_type=command.type)
+
+
+@functools.cache
+def _body_schema(schema: type[msgspec.Struct], bound: frozenset[str]) -> type[msgspec.Struct]:
+    """The payload schema minus the fields the URL and the door fill in; one per schema,
+    so commands sharing a payload (a like and an unlike) share one named body."""
+    return msgspec.defstruct(
+        f"{schema.__name__}Body",
+        [(f.name, f.type, f.default if not f.required else msgspec.NODEFAULT)
+         for f in msgspec.structs.fields(schema) if f.name not in bound],
+        forbid_unknown_fields=True, omit_defaults=True)
 
 
 def idempotency_key(request: web.Request) -> str | None:
