@@ -1,5 +1,6 @@
 """Demo data: a small catalog, two live coupons, a concert, an auction with two artists
-and bids under way, and users, to try things at once."""
+and bids under way, a feed with posts, likes and comments, and users, to try things at
+once."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from db.connection import database
-from db.models import Artwork, Concert, Coupon, Product, User
-from jobs import auction, catalog, concerts, coupons, points, users
+from db.models import Artwork, Concert, Coupon, Post, Product, User
+from jobs import auction, catalog, concerts, coupons, feed, points, users
 from jobs.platform import Context
 
 PRODUCTS = [
@@ -25,7 +26,8 @@ PRODUCTS = [
 
 def load_demo_data(hash_password: Callable[[str], str], now: datetime) -> dict:
     """Create what is missing of the demo set; returns what was created."""
-    created = {"products": 0, "coupons": 0, "concerts": 0, "artworks": 0, "users": []}
+    created = {"products": 0, "coupons": 0, "concerts": 0, "artworks": 0, "posts": 0,
+               "users": []}
     with database.atomic():
         if not Product.select().exists():
             for name, price, stock, description in PRODUCTS:
@@ -53,6 +55,9 @@ def load_demo_data(hash_password: Callable[[str], str], now: datetime) -> dict:
         if not Artwork.select().exists():
             created["artworks"] = _auction(hash_password, now)
             created["users"] += [f"{n} / {n}-password" for n in AUCTION_PEOPLE]
+        if not Post.select().exists():
+            created["posts"] = _feed(hash_password, now)
+            created["users"] += [f"{n} / {n}-password" for n in FEED_PEOPLE]
     return created
 
 
@@ -84,3 +89,32 @@ def _auction(hash_password: Callable[[str], str], now: datetime) -> int:
         auction.place_bid(Context(now=now, user_id=bidders[bidder]), works[work], amount,
                           maximum, settings)
     return len(works)
+
+
+FEED_PEOPLE = ("mina", "jun", "sora")
+POSTS = [  # (author, title, body, minutes ago)
+    (0, "First light", "Up before the city. The river was glass.", 180),
+    (1, "Sourdough, day 3", "The starter finally doubled. Bread on Sunday.", 120),
+    (2, "Looking for a climbing partner", "Weekday evenings, bouldering, beginners welcome.",
+     60),
+    (0, "Reading list", "Three novels, one poetry collection, zero excuses.", 30),
+    (1, "Bike repair tip", "A drop of oil on the chain, then wipe it all off again.", 5),
+]
+LIKES = [(1, 0), (2, 0), (0, 1), (2, 1), (0, 2), (1, 3), (2, 3), (0, 4)]  # (liker, post)
+COMMENTS = [(1, 0, "Gorgeous morning."), (0, 1, "Save me a slice!"),
+            (1, 1, "Will do."), (1, 2, "Count me in for Thursday."),
+            (2, 3, "The poetry first, please.")]  # (author, post, text)
+
+
+def _feed(hash_password: Callable[[str], str], now: datetime) -> int:
+    """Three users, five posts, and likes and comments on them (with their alarms),
+    through the same rules the commands use."""
+    people = [users.create_user(name, hash_password(f"{name}-password"), now).id
+              for name in FEED_PEOPLE]
+    posts = [feed.create_post(people[a], title, body, now - timedelta(minutes=ago))["id"]
+             for a, title, body, ago in POSTS]
+    for liker, post in LIKES:
+        feed.like(Context(now=now, user_id=people[liker]), posts[post])
+    for author, post, text in COMMENTS:
+        feed.comment(Context(now=now, user_id=people[author]), posts[post], text)
+    return len(posts)

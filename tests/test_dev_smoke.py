@@ -1,4 +1,5 @@
-"""The embedded command, started from a fresh clone, takes a charge from 202 to succeeded."""
+"""The embedded command, started from a fresh clone, takes a charge from 202 to succeeded,
+and the demo shop and feed work on it."""
 
 from __future__ import annotations
 
@@ -68,6 +69,22 @@ def test_embedded_system_runs_a_charge(fresh_clone):
         paid = api.post(f"/orders/{ordered.body['result']['order_id']}/payment", token=demo,
                         headers=wait)
         assert paid.body["result"]["status"] == "PAID", paid
+        # ... and so does the demo feed: a like and a comment reach the author's alarms
+        feed = api.get("/posts").body["items"]
+        assert len(feed) == 5 and feed[0]["title"] == "Bike repair tip"
+        first = feed[-1]  # mina's "First light": 2 likes, 1 comment, in the demo data
+        assert (first["like_count"], first["comment_count"]) == (2, 1)
+        liked = api.post(f"/posts/{first['id']}/likes", token=demo, headers=wait)
+        assert liked.body["result"] == {"post_id": first["id"], "like_count": 3,
+                                        "liked": True}, liked
+        said = api.post(f"/posts/{first['id']}/comments", {"comment": "Lovely"}, token=demo,
+                        headers=wait)
+        assert said.body["result"]["comment_count"] == 2, said
+        mina = api.login("mina", "mina-password")["access_token"]
+        alarms = api.get("/alarms", token=mina).body
+        assert [a["type"] for a in alarms["items"][:2]] == ["NEW_COMMENT", "NEW_LIKE"]
+        assert alarms["items"][0]["from_user"]["username"] == "demo"
+        assert alarms["unread_count"] == len(alarms["items"])
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

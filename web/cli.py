@@ -48,7 +48,8 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(settings: Settings, args: argparse.Namespace) -> int:
-    """Load a small catalog, coupons, a concert, artworks with bids, and users to try it all."""
+    """Load a small catalog, coupons, a concert, artworks with bids, feed posts with likes and
+    comments, and users to try it all."""
     from db.connection import connect_database
     from jobs import users
     from jobs.clock import utcnow
@@ -58,7 +59,8 @@ def cmd_demo_data(settings: Settings, args: argparse.Namespace) -> int:
     with db.connection_context():
         created = load_demo_data(lambda p: users.hash_password(p, settings.scrypt_n), utcnow())
     print(f"created {created['products']} products, {created['coupons']} coupons, "
-          f"{created['concerts']} concert(s), {created['artworks']} artworks; "
+          f"{created['concerts']} concert(s), {created['artworks']} artworks, "
+          f"{created['posts']} posts; "
           f"users: {', '.join(created['users']) or 'already there'}")
     return 0
 
