@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 LIVE_ALARM = "sns.alarm"
 NEW_LIKE, NEW_COMMENT = "NEW_LIKE", "NEW_COMMENT"
 REPLAY_LIMIT = 1000
-VISIBLE = r"[^\x00]*[^\x00\s][^\x00]*"
-"""Text with at least one visible character and no NUL."""
+VISIBLE = r"\s*[^\x00\s][^\x00]*"
+"""Text with at least one visible character and no NUL (leading spaces first: a pattern
+that lets two stars share the text backtracks in quadratic time on a long refused one)."""
 PostId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 
 

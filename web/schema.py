@@ -27,7 +27,7 @@ def decode_body(raw: bytes, schema: type[T]) -> T:
         return msgspec.json.decode(raw, type=schema)
     except msgspec.ValidationError as e:
         raise InvalidRequest(_explain(raw, schema, e)) from None
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         raise InvalidRequest({"body": "is not valid JSON"}, "malformed JSON") from None
 
 
@@ -35,7 +35,7 @@ def _explain(raw: bytes, schema: type, first: msgspec.ValidationError) -> dict[s
     """Every offending field of a body that failed validation."""
     try:
         data = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return {"body": "is not valid JSON"}
     if not isinstance(data, dict):
         return {"body": "must be a JSON object"}
