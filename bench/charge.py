@@ -48,10 +48,11 @@ async def login_users(base: str, count: int) -> list[str]:
 
 
 async def closed_loop(base: str, tokens: list[str], total: int, connections: int,
-                      path: str = "/api/v1/points/charge",
+                      path: str | Callable[[int], str] = "/api/v1/points/charge",
                       body: Callable[[int], dict] = lambda n: {"amount": 1}) -> tuple:
-    """``connections`` clients send ``total`` commands back to back (the n-th with
-    ``body(n)``, a charge of 1 by default); (seconds, latencies, codes)."""
+    """``connections`` clients send ``total`` commands back to back (the n-th to ``path``,
+    or ``path(n)`` if it is a function, with ``body(n)``, a charge of 1 by default);
+    (seconds, latencies, codes)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     counter = iter(range(total))
@@ -62,7 +63,8 @@ async def closed_loop(base: str, tokens: list[str], total: int, connections: int
             for n in counter:
                 headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
                 started = time.perf_counter()
-                async with s.post(path, json=body(n), headers=headers) as r:
+                url = path(n) if callable(path) else path
+                async with s.post(url, json=body(n), headers=headers) as r:
                     await r.read()
                 latencies.append(time.perf_counter() - started)
                 statuses[r.status] = statuses.get(r.status, 0) + 1

@@ -247,16 +247,17 @@ _NEXT_NUMBER = ("INSERT INTO alarm_inboxes (user_id, last_number, read_up_to) VA
                 " ON CONFLICT (user_id) DO UPDATE SET last_number = alarm_inboxes.last_number + 1"
                 " RETURNING last_number")
 _ADD_ALARM = ("INSERT INTO alarms (user_id, number, type, from_user_id, post_id, like_id,"
-              " comment_id, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)")
+              " comment_id, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+              " RETURNING (SELECT username FROM users WHERE users.id = from_user_id)")
 
 
 def _alarm(ctx: Context, recipient: int, kind: str, post_id: int, like_id: int | None = None,
            comment_id: int | None = None) -> None:
-    """Write the recipient's next alarm; it is emitted after commit."""
+    """Write the recipient's next alarm; it is emitted after commit. Two statements, the
+    sender's name read by the second: the post's lock is held until the commit."""
     (number,) = execute(_NEXT_NUMBER, (recipient,)).fetchone()
-    execute(_ADD_ALARM, (recipient, number, kind, ctx.user_id, post_id, like_id, comment_id,
-                         ctx.now))
-    username = User.select(User.username).where(User.id == ctx.user_id).scalar()
+    (username,) = execute(_ADD_ALARM, (recipient, number, kind, ctx.user_id, post_id, like_id,
+                                       comment_id, ctx.now)).fetchone()
     ctx.emit(LIVE_ALARM, {"id": number, "type": kind,
                           "from_user": _person(ctx.user_id, username), "post_id": post_id,
                           "comment_id": comment_id, "created_at": iso(ctx.now), "read": False},
