@@ -3,6 +3,8 @@
 "One seat, one holder" is the partial UNIQUE index on live reservations: a second hold
 on a seat fails to insert, whatever the code around it does. Payment and hold expiry
 race on one conditional update of the reservation (``... WHERE status = 'HELD'``).
+A user holds at most ``HOLD_LIMIT`` live (HELD, unexpired) seats per concert, counted
+under a lock on the user's row so that their concurrent reservations count one by one.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Annotated
 import msgspec
 import peewee
 
-from db.connection import database
-from db.models import Concert, ConcertDate, ConcertPayment, Reservation
+from db.connection import database, is_postgres
+from db.models import Concert, ConcertDate, ConcertPayment, Reservation, User
 from db.models.concerts import SEATS_PER_DATE
 from jobs import points
 from jobs.clock import iso
@@ -23,6 +25,7 @@ from jobs.pagination import id_page
 from jobs.platform import Command, Context, Domain, Event, Periodic
 
 HOLD_TTL = timedelta(minutes=5)
+HOLD_LIMIT = 4  # live holds per user per concert (the HOLD_LIMIT setting)
 HELD, CONFIRMED, EXPIRED = "HELD", "CONFIRMED", "EXPIRED"
 LIVE = (HELD, CONFIRMED)
 
@@ -93,9 +96,30 @@ def seats(concert_id: int, day: date, now: datetime) -> dict:
                       for n in range(1, SEATS_PER_DATE + 1)]}
 
 
-def reserve_seat(user_id: int, concert_id: int, day: date, seat_no: int, now: datetime) -> dict:
-    """Inside a transaction: hold a seat for 5 minutes; ``SEAT_NOT_AVAILABLE`` if it is live."""
+def _require_hold_room(user_id: int, concert_id: int, now: datetime, hold_limit: int) -> None:
+    """``HOLD_LIMIT_REACHED`` if the user already has ``hold_limit`` live holds on the concert.
+
+    The user's row is locked first (``FOR NO KEY UPDATE``, which leaves alone the key-share
+    locks of rows merely referencing the user), so of two reservations by one user the
+    second counts only after the first has committed or rolled back. SQLite's immediate
+    transactions serialise anyway.
+    """
+    me = User.select(User.id).where(User.id == user_id)
+    (me.for_update("FOR NO KEY UPDATE") if is_postgres() else me).first()
+    held = (Reservation.select().join(ConcertDate)
+            .where((Reservation.user == user_id) & (ConcertDate.concert == concert_id)
+                   & (Reservation.status == HELD) & (Reservation.expires_at > now)).count())
+    if held >= hold_limit:
+        raise DomainError("HOLD_LIMIT_REACHED",
+                          f"at most {hold_limit} seats of a concert can be held at once")
+
+
+def reserve_seat(user_id: int, concert_id: int, day: date, seat_no: int, now: datetime,
+                 hold_limit: int = HOLD_LIMIT) -> dict:
+    """Inside a transaction: hold a seat for 5 minutes; ``SEAT_NOT_AVAILABLE`` if it is live,
+    ``HOLD_LIMIT_REACHED`` if the user already holds ``hold_limit`` seats of the concert."""
     when = _find_date(concert_id, day)
+    _require_hold_room(user_id, concert_id, now, hold_limit)
     # A hold past its deadline no longer holds the seat, even before the sweep runs.
     (Reservation.update(status=EXPIRED)
      .where((Reservation.concert_date == when.id) & (Reservation.seat_no == seat_no)
@@ -150,13 +174,15 @@ def expire_holds(now: datetime, limit: int = 1000) -> int:
 
 class ConcertSettings(msgspec.Struct, frozen=True):
     """The waiting room: active users per concert, seconds an active token lasts, seconds
-    a waiting token may go unpolled; and the pace of promotion and hold expiry."""
+    a waiting token may go unpolled; the pace of promotion and hold expiry; and how many
+    live holds a user may have per concert."""
 
     queue_active_limit: int = 100
     queue_active_ttl: int = 600
     queue_idle_ttl: int = 120
     queue_promote_interval: int = 1
     hold_expiry_interval: int = 2
+    hold_limit: int = HOLD_LIMIT
 
 
 class Reserve(msgspec.Struct, forbid_unknown_fields=True):
@@ -192,7 +218,8 @@ class Confirmed(msgspec.Struct):
 
 def reserve(ctx: Context, cmd: Reserve) -> dict:
     """``concert.reserve``: hold a seat for 5 minutes."""
-    return reserve_seat(ctx.user_id, cmd.concert_id, cmd.date, cmd.seat_no, ctx.now)
+    return reserve_seat(ctx.user_id, cmd.concert_id, cmd.date, cmd.seat_no, ctx.now,
+                        ctx.services.config["concerts"].hold_limit)
 
 
 def pay(ctx: Context, cmd: PayReservation) -> dict:
@@ -228,7 +255,8 @@ DOMAIN = Domain(
     commands=(
         Command("concert.reserve", Reserve, reserve, "POST", "/reservations",
                 "Hold a seat for 5 minutes (ACTIVE queue token)", result=Held,
-                errors=("SEAT_NOT_AVAILABLE", "SCHEDULE_NOT_FOUND", "CONCERT_NOT_FOUND")),
+                errors=("SEAT_NOT_AVAILABLE", "HOLD_LIMIT_REACHED", "SCHEDULE_NOT_FOUND",
+                        "CONCERT_NOT_FOUND")),
         Command("concert.pay", PayReservation, pay, "POST",
                 "/reservations/{reservation_id}/payment",
                 "Pay a held seat (ACTIVE queue token); the token then ends", result=Confirmed,

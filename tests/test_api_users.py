@@ -43,6 +43,11 @@ def sign(claims: dict, secret: str | None, algorithm: str = "HS256") -> str:
         return jwt.encode(claims, secret, algorithm=algorithm)
 
 
+def new_phone() -> str:
+    """A phone number no other test sends codes to (each number has a budget of its own)."""
+    return f"+8210{uuid.uuid4().int % 10**8:08d}"
+
+
 def other_code(code: str) -> str:
     """A six-digit code that is certainly not ``code``."""
     return f"{(int(code) + 1) % 10**6:06d}"
@@ -67,16 +72,17 @@ def user(api):
     signup = api.post("/users/signup", {"username": name, "password": PASSWORD})
     assert signup.status == 201, signup
     pair = api.login(name)
-    return {"name": name, "id": signup.body["id"], **pair}
+    return {"name": name, "id": signup.body["id"], "phone": new_phone(), **pair}
 
 
 def code_key(settings, user_id: int) -> str:
     return f"{settings.redis_prefix}:phone:code:{user_id}"
 
 
-def request_code(api, rds, settings, user, phone: str = PHONE) -> str:
-    """Ask for a phone code and read it back from where the server keeps it."""
-    reply = api.post("/users/me/phone/code", {"phone": phone}, token=user["access_token"])
+def request_code(api, rds, settings, user, phone: str | None = None) -> str:
+    """Ask for a phone code (for the user's own number unless told) and read it back."""
+    reply = api.post("/users/me/phone/code", {"phone": phone or user["phone"]},
+                     token=user["access_token"])
     assert reply.status == 202, reply
     code = rds.hget(code_key(settings, user["id"]), "code")
     assert code is not None
@@ -480,7 +486,7 @@ def test_phone_code_is_202_and_stores_a_six_digit_code_for_three_minutes(
 ):
     # Given a logged-in user
     # When asking for a phone code
-    reply = api.post("/users/me/phone/code", {"phone": PHONE}, token=user["access_token"])
+    reply = api.post("/users/me/phone/code", {"phone": user["phone"]}, token=user["access_token"])
     # Then it is accepted and a 6-digit code is pending for at most 180 s
     assert reply.status == 202, reply
     key = code_key(settings, user["id"])
@@ -493,7 +499,7 @@ def test_phone_verify_with_the_right_code_verifies_the_phone(api, rds, settings,
     # Given a pending code
     code = request_code(api, rds, settings, user)
     # When verifying it
-    reply = api.post("/users/me/phone/verify", {"phone": PHONE, "code": code},
+    reply = api.post("/users/me/phone/verify", {"phone": user["phone"], "code": code},
                      token=user["access_token"])
     # Then the phone is verified
     assert reply.status == 200, reply
@@ -504,7 +510,7 @@ def test_phone_verify_with_the_right_code_verifies_the_phone(api, rds, settings,
 def test_a_used_code_is_deleted_and_refused_again(api, rds, settings, user):
     # Given a code that was just used successfully
     code = request_code(api, rds, settings, user)
-    body = {"phone": PHONE, "code": code}
+    body = {"phone": user["phone"], "code": code}
     assert api.post("/users/me/phone/verify", body, token=user["access_token"]).status == 200
     # When using it again
     reply = api.post("/users/me/phone/verify", body, token=user["access_token"])
@@ -518,7 +524,7 @@ def test_phone_verify_with_a_wrong_code_is_400(api, rds, settings, user):
     # Given a pending code
     code = request_code(api, rds, settings, user)
     # When verifying another code
-    reply = api.post("/users/me/phone/verify", {"phone": PHONE, "code": other_code(code)},
+    reply = api.post("/users/me/phone/verify", {"phone": user["phone"], "code": other_code(code)},
                      token=user["access_token"])
     # Then it is refused and the phone stays unverified
     assert reply.status == 400, reply
@@ -540,7 +546,7 @@ def test_phone_verify_for_another_phone_is_400(api, rds, settings, user):
 def test_phone_verify_without_a_pending_code_is_400(api, user):
     # Given no code was ever requested
     # When verifying some code
-    reply = api.post("/users/me/phone/verify", {"phone": PHONE, "code": "123456"},
+    reply = api.post("/users/me/phone/verify", {"phone": user["phone"], "code": "123456"},
                      token=user["access_token"])
     # Then it is refused
     assert reply.status == 400, reply
@@ -551,11 +557,12 @@ def test_the_right_code_still_works_after_four_wrong_tries(api, rds, settings, u
     # Given a pending code and four wrong tries
     code = request_code(api, rds, settings, user)
     for _ in range(4):
-        wrong = api.post("/users/me/phone/verify", {"phone": PHONE, "code": other_code(code)},
+        wrong = api.post("/users/me/phone/verify",
+                         {"phone": user["phone"], "code": other_code(code)},
                          token=user["access_token"])
         assert wrong.code == "INVALID_VERIFICATION_CODE"
     # When the right code comes fifth
-    reply = api.post("/users/me/phone/verify", {"phone": PHONE, "code": code},
+    reply = api.post("/users/me/phone/verify", {"phone": user["phone"], "code": code},
                      token=user["access_token"])
     # Then it is accepted
     assert reply.status == 200, reply
@@ -565,11 +572,12 @@ def test_five_wrong_tries_void_the_code(api, rds, settings, user):
     # Given a pending code and five wrong tries
     code = request_code(api, rds, settings, user)
     for _ in range(5):
-        wrong = api.post("/users/me/phone/verify", {"phone": PHONE, "code": other_code(code)},
+        wrong = api.post("/users/me/phone/verify",
+                         {"phone": user["phone"], "code": other_code(code)},
                          token=user["access_token"])
         assert wrong.code == "INVALID_VERIFICATION_CODE"
     # When the right code comes sixth
-    reply = api.post("/users/me/phone/verify", {"phone": PHONE, "code": code},
+    reply = api.post("/users/me/phone/verify", {"phone": user["phone"], "code": code},
                      token=user["access_token"])
     # Then it is refused: the code is void
     assert reply.status == 400, reply
@@ -584,7 +592,7 @@ def test_a_new_code_replaces_the_pending_one(api, rds, settings, user):
     if first == second:
         pytest.skip("both random codes happened to be equal")
     # When verifying the first one
-    reply = api.post("/users/me/phone/verify", {"phone": PHONE, "code": first},
+    reply = api.post("/users/me/phone/verify", {"phone": user["phone"], "code": first},
                      token=user["access_token"])
     # Then only the latest code counts
     assert reply.status == 400, reply
@@ -596,7 +604,7 @@ def test_a_fourth_code_within_ten_minutes_is_429(api, rds, settings, user):
     for _ in range(3):
         request_code(api, rds, settings, user)
     # When asking for a fourth
-    reply = api.post("/users/me/phone/code", {"phone": PHONE}, token=user["access_token"])
+    reply = api.post("/users/me/phone/code", {"phone": user["phone"]}, token=user["access_token"])
     # Then it is rate limited with a Retry-After within the window
     assert reply.status == 429, reply
     assert reply.code == "RATE_LIMITED"
@@ -608,8 +616,8 @@ def test_the_rate_limit_is_per_user(api, rds, settings, user):
     for _ in range(3):
         request_code(api, rds, settings, user)
     other = api.signup_login(new_name())
-    # When another user asks for a code
-    reply = api.post("/users/me/phone/code", {"phone": PHONE}, token=other)
+    # When another user asks for a code (for another number: each number has its own budget)
+    reply = api.post("/users/me/phone/code", {"phone": new_phone()}, token=other)
     # Then they are served
     assert reply.status == 202, reply
 

@@ -99,8 +99,10 @@ def test_unknown_dates_and_full_dates(clean_db, clock, concert):
     assert code_of(reserve, clean_db, uid, concert, 1, clock.now(), DAY + timedelta(9)) == (
         "SCHEDULE_NOT_FOUND")
     other_day = DAY + timedelta(1)
+    # a user holds at most 4 seats of a concert: 13 fillers share the 50
+    fillers = [uid] + [user_with_points(f"filler{n}", 0, clock.now()) for n in range(12)]
     for seat in range(1, 51):
-        reserve(clean_db, uid, concert, seat, clock.now(), other_day)
+        reserve(clean_db, fillers[(seat - 1) // 4], concert, seat, clock.now(), other_day)
     listed = concerts.available_dates(concert, clock.now())["items"]
     assert [(d["date"], d["available_seats"]) for d in listed] == [(DAY.isoformat(), 50)]
     assert code_of(concerts.available_dates, concert + 999, clock.now()) == "CONCERT_NOT_FOUND"

@@ -1,4 +1,8 @@
-"""Phone verification codes in Redis: 6 digits, 3 minutes, 5 tries, rate limited."""
+"""Phone verification codes in Redis: 6 digits, 3 minutes, 5 tries.
+
+How many codes a user or a number may get is ``workers.limits.Limits``' concern: the
+view asks it before :meth:`PhoneCodes.send`.
+"""
 
 from __future__ import annotations
 
@@ -36,14 +40,11 @@ class PhoneCodes:
         sender: SmsSender,
         ttl: int,
         max_tries: int,
-        rate: int,
-        rate_window: int,
     ) -> None:
         self.redis = client
         self.prefix = prefix
         self.sender = sender
         self.ttl, self.max_tries = ttl, max_tries
-        self.rate, self.rate_window = rate, rate_window
         self._verify = client.register_script(_VERIFY)
 
     def code_key(self, user_id: int) -> str:
@@ -51,17 +52,7 @@ class PhoneCodes:
         return f"{self.prefix}:phone:code:{user_id}"
 
     async def send(self, user_id: int, phone: str) -> None:
-        """Send a fresh code, replacing any pending one; 429 past the rate limit."""
-        rate_key = f"{self.prefix}:phone:rate:{user_id}"
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.incr(rate_key)
-        pipe.expire(rate_key, self.rate_window, nx=True)
-        pipe.ttl(rate_key)
-        count, _, ttl = await pipe.execute()
-        if count > self.rate:
-            error = DomainError("RATE_LIMITED", "too many codes requested; try again later")
-            error.retry_after = max(int(ttl), 1)
-            raise error
+        """Send a fresh code, replacing any pending one (the rate limit is checked before)."""
         code = f"{secrets.randbelow(10**6):06d}"
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.code_key(user_id))

@@ -17,8 +17,10 @@ from web.phone import PHONE_CODES
 from web.responses import json_response
 from web.routing import Route
 from web.shapes import Text
+from workers.limits import Limits
 
 SETTINGS = web.AppKey("settings", Settings)
+LIMITS = web.AppKey("limits", Limits)
 REFRESH_COOKIE = "refresh_token"
 Phone = Text(8, 16, r"\+?[0-9]{8,15}", "8..15 digits, optionally after +")
 
@@ -101,11 +103,40 @@ async def signup(request: web.Request, body: Signup) -> web.Response:
                           "is_artist": user.is_artist}, 201)
 
 
+def client_address(request: web.Request, trusted_proxy_hops: int = 0) -> str:
+    """The caller's address: the peer's, or behind ``trusted_proxy_hops`` proxies, the one
+    the outermost of them saw (each appends its peer to ``X-Forwarded-For``; entries
+    further left were written by the client and are not believed)."""
+    if trusted_proxy_hops > 0:
+        forwarded = [a.strip() for line in request.headers.getall("X-Forwarded-For", ())
+                     for a in line.split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-min(trusted_proxy_hops, len(forwarded))]
+    return request.remote or "unknown"
+
+
 async def login(request: web.Request, body: Login) -> web.Response:
-    """``POST /users/login``: a token pair; the refresh token also as an HttpOnly cookie."""
-    user = await request.app[DB](users.find_user, body.username)
-    if not await asyncio.to_thread(users.verify_password, body.password, user.password_hash):
+    """``POST /users/login``: a token pair; the refresh token also as an HttpOnly cookie.
+
+    429 once the username or the client address has too many recent failures, before any
+    password is checked. Only a failure counts (an unknown user or a wrong password): a
+    success, or a fault, is given back, and resets nothing.
+    """
+    limits = request.app[LIMITS]
+    address = client_address(request, request.app[SETTINGS].trusted_proxy_hops)
+    attempt = await limits.login_attempt(body.username, address)  # counted as failed
+    try:
+        user = await request.app[DB](users.find_user, body.username)
+        right = await asyncio.to_thread(users.verify_password, body.password,
+                                        user.password_hash)
+    except DomainError:  # USER_NOT_FOUND: a failed login, it stays counted
+        raise
+    except Exception:  # a fault (the database is down, say) is no failed login
+        await limits.give_back(attempt)
+        raise
+    if not right:
         raise DomainError("INVALID_PASSWORD", "the password is wrong")
+    await limits.give_back(attempt)
     return _token_response(request, request.app[TOKENS].issue(user.id))
 
 
@@ -155,6 +186,7 @@ async def me(request: web.Request) -> web.Response:
 async def phone_code(request: web.Request, body: PhoneCode) -> web.Response:
     """``POST /users/me/phone/code``: 202; a code goes out through the SMS sender."""
     user_id = await require_user(request)
+    await request.app[LIMITS].phone_code(user_id, body.phone)
     codes = request.app[PHONE_CODES]
     await codes.send(user_id, body.phone)
     return json_response({"phone": body.phone, "expires_in": codes.ttl}, 202)
@@ -173,7 +205,7 @@ ROUTES = [
     Route("POST", "/users/signup", signup, "Create an account", body=Signup, response=NewUser,
           status=201, errors=("DUPLICATED_USER_NAME",), auth="none"),
     Route("POST", "/users/login", login, "Log in", body=Login, response=TokenPair,
-          errors=("USER_NOT_FOUND", "INVALID_PASSWORD"), auth="none"),
+          errors=("USER_NOT_FOUND", "INVALID_PASSWORD", "RATE_LIMITED"), auth="none"),
     Route("POST", "/users/refresh", refresh, "Rotate the token pair", body=Refresh,
           response=TokenPair, errors=("INVALID_TOKEN", "TOKEN_EXPIRED"), auth="none"),
     Route("POST", "/users/logout", logout, "Log out (both tokens stop working)", status=204),
