@@ -1,4 +1,4 @@
-"""The operator commands: migrate (twice is harmless) and create-admin."""
+"""The operator commands: migrate (twice is harmless), create-admin, and every --help."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import subprocess
 import sys
 from datetime import datetime
 
+import pytest
+
 from db.models import User
+from jobs.users import verify_password
 from tests.support import ROOT
 
 
@@ -47,3 +50,61 @@ def test_production_mode_refuses_to_start_without_a_secret(process_env):
     refused = bazaar(env, "migrate")
     assert refused.returncode == 2
     assert "JWT_SECRET" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_create_admin_reads_the_password_from_stdin_or_the_environment(process_env, clean_db):
+    # When the password is piped in, or set in BAZAAR_ADMIN_PASSWORD
+    piped = subprocess.run([sys.executable, "-m", "web.cli", "create-admin", "stdin_boss",
+                            "--password-stdin"], cwd=ROOT, env={**os.environ, **process_env},
+                           input="piped-password-1\n", capture_output=True, text=True,
+                           timeout=60)
+    from_env = bazaar({**process_env, "BAZAAR_ADMIN_PASSWORD": "env-password-2"},
+                      "create-admin", "env_boss")
+    # Then both admins are made, with exactly that password (no newline kept)
+    assert piped.returncode == from_env.returncode == 0, (piped.stderr, from_env.stderr)
+    assert "piped-password-1" not in piped.stdout + piped.stderr
+    admins = {u.username: u for u in User.select().where(User.is_admin)}
+    assert verify_password("piped-password-1", admins["stdin_boss"].password_hash)
+    assert verify_password("env-password-2", admins["env_boss"].password_hash)
+
+
+def test_create_admin_without_a_password_says_how_to_give_one(process_env, clean_db):
+    env = {**process_env, "BAZAAR_ADMIN_PASSWORD": ""}
+    refused = bazaar(env, "create-admin", "no_password")
+    assert refused.returncode == 2
+    assert "--password-stdin" in refused.stderr and "BAZAAR_ADMIN_PASSWORD" in refused.stderr
+    twice = bazaar(env, "create-admin", "two_ways", "a-long-password", "--password-stdin")
+    assert twice.returncode == 2 and "not both" in twice.stderr
+    assert User.select().count() == 0
+
+
+def test_help_describes_each_command_and_the_variables_it_reads(capsys):
+    from web.cli import COMMANDS, main
+
+    # When `bazaar --help` is asked for
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    top = capsys.readouterr().out
+    # Then it says what Bazaar is, lists every command, and the first settings to know
+    assert "job platform" in top and "DATABASE_URL" in top and "REDIS_URL" in top
+    for name, run, _ in COMMANDS:
+        assert name in top and " ".join(run.__doc__.replace("``", "").split())[:30] in top
+        # ... and each command's help describes it and lists what it reads
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert f"usage: bazaar {name}" in text and "environment" in text, name
+        assert "LOG_LEVEL" in text, name
+    # ... down to the ones only one command reads
+    expectations = {"dev": ["PORT", "--port", "QUEUE_ACTIVE_LIMIT"],
+                    "web": ["HOST", "PORT", "REDIS_URL", "JWT_SECRET", "MAX_BODY_BYTES"],
+                    "worker": ["WORKER_PROCESSES", "WORKER_THREADS", "JOB_MAX_RETRIES"],
+                    "create-admin": ["--password-stdin", "BAZAAR_ADMIN_PASSWORD"],
+                    "migrate": ["DATABASE_URL"]}
+    for name, words in expectations.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        for word in words:
+            assert word in text, (name, word)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,23 +28,50 @@ def fresh_clone(tmp_path):
     return target
 
 
+def dev_env(where: Path) -> dict[str, str]:
+    """This environment without PostgreSQL or Redis, importing the code in ``where``."""
+    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    return {**base, "PYTHONPATH": str(where)}
+
+
+def start_dev(where: Path, port: int, **env: str) -> subprocess.Popen:
+    """``bazaar dev`` in ``where``, on embedded defaults unless ``env`` says otherwise."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "dev", "--port", str(port)],
+        cwd=where, env={**dev_env(where), **env}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def read_banner(proc: subprocess.Popen) -> list[str]:
+    """The lines it printed up to the API reference's URL (the banner's second line)."""
+    lines = [proc.stdout.readline()]
+    deadline = time.monotonic() + 30
+    while "API reference" not in lines[-1] and lines[-1] and time.monotonic() < deadline:
+        lines.append(proc.stdout.readline())
+    return lines
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    proc.stdout.close()
+
+
 def test_embedded_system_runs_a_charge(fresh_clone):
     # Given `bazaar dev` started in a fresh clone with no PostgreSQL or Redis configured
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env["PYTHONPATH"] = str(fresh_clone)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "dev", "--port", str(port)],
-        cwd=fresh_clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
+    proc = start_dev(fresh_clone, port)
     try:
-        banner = proc.stdout.readline()
-        deadline = time.monotonic() + 20
-        while "running at" not in banner and time.monotonic() < deadline:
-            banner = proc.stdout.readline()
-        # Then it says where it is
-        assert f"http://127.0.0.1:{port}/api/v1" in banner
+        banner = read_banner(proc)
+        # Then it says where it is: the landing page, and the API reference
+        running = next(line for line in banner if "running at" in line)
+        assert f"http://127.0.0.1:{port}/ " in running
+        assert f"http://127.0.0.1:{port}/api/v1/docs" in banner[-1]
         api = Api(f"http://127.0.0.1:{port}")
         for _ in range(100):
             try:
@@ -86,10 +114,29 @@ def test_embedded_system_runs_a_charge(fresh_clone):
         assert alarms["items"][0]["from_user"]["username"] == "demo"
         assert alarms["unread_count"] == len(alarms["items"])
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
+        stop(proc)
+
+
+def test_a_second_dev_on_the_same_port_says_so_and_exits(tmp_path):
+    # Given `bazaar dev` serving on a port
+    port = free_port()
+    first = start_dev(ROOT, port, DATABASE_URL=f"sqlite:///{tmp_path}/first.sqlite3")
+    try:
+        banner = read_banner(first)
+        assert f"http://127.0.0.1:{port}/api/v1/docs" in banner[-1], banner
+        landing = Api(f"http://127.0.0.1:{port}").get(f"http://127.0.0.1:{port}/")
+        assert landing.status == 200 and 'href="/api/v1/docs"' in landing.body
+        # When a second one is started on the same port
+        second = subprocess.run(
+            [sys.executable, "-m", "web.cli", "dev", "--port", str(port)], cwd=ROOT,
+            env={**dev_env(ROOT), "DATABASE_URL": f"sqlite:///{tmp_path}/second.sqlite3"},
+            capture_output=True, text=True, timeout=60)
+        # Then it says the port is taken and exits with an error, having started nothing
+        assert second.returncode == 1, second
+        assert f"port {port} on 127.0.0.1 is already in use" in second.stderr
+        assert "running at" not in second.stdout and "Traceback" not in second.stderr
+        assert not (tmp_path / "second.sqlite3").exists()
+        # ... and the first one still serves
+        assert Api("").get(f"http://127.0.0.1:{port}/healthz").status == 200
+    finally:
+        stop(first)

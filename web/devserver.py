@@ -7,6 +7,8 @@ database is a SQLite file under ``var/``. Real services are used when configured
 
 from __future__ import annotations
 
+import socket
+import sys
 import threading
 
 import dramatiq
@@ -21,7 +23,8 @@ from jobs.demo import load_demo_data
 from jobs.users import hash_password
 from scheduler.bridge import DramatiqScheduler
 from scheduler.schedule import schedule_table
-from web.app import create_app, redis_client
+from web.app import create_app, redis_client, server_options
+from web.listener import PortInUse, listen, url_of
 from workers import bootstrap
 
 
@@ -33,7 +36,24 @@ def _redis_clients(settings: Settings) -> tuple[redis.Redis, aioredis.Redis]:
 
 
 def run(settings: Settings, port: int | None = None, worker_threads: int = 4) -> int:
-    """Migrate, start workers and the scheduler in threads, and serve until interrupted."""
+    """Migrate, start workers and the scheduler in threads, and serve until interrupted.
+
+    The port is taken first: if it is in use, say so and return 1 before starting anything.
+    """
+    port = port or settings.port
+    try:
+        sock = listen("127.0.0.1", port)
+    except PortInUse as e:
+        print(f"bazaar dev: {e} (another `bazaar dev`?); stop that one, or choose another "
+              "port with --port N", file=sys.stderr, flush=True)
+        return 1
+    try:
+        return _serve(settings, sock, worker_threads)
+    finally:
+        sock.close()
+
+
+def _serve(settings: Settings, sock: socket.socket, worker_threads: int) -> int:
     sync_client, async_client = _redis_clients(settings)
     rt = bootstrap.start(settings, sync_client)
     migrate(rt.database)
@@ -48,17 +68,19 @@ def run(settings: Settings, port: int | None = None, worker_threads: int = 4) ->
     ticker = threading.Thread(target=scheduler.run_until, args=(stop,), name="scheduler")
     ticker.start()
     app = create_app(settings, rt.database, rt.broker, async_client, rt.clock)
-    port = port or settings.port
     where = settings.database_url if not settings.sqlite_path() else settings.sqlite_path()
+    base = url_of(sock)
     print(
-        f"Bazaar is running at http://127.0.0.1:{port}/api/v1  "
-        f"(database: {where}; redis: {settings.redis_url or 'in-process'}; Ctrl-C stops)",
+        f"Bazaar is running at {base}/  (Ctrl-C stops)\n"
+        f"  API reference: {base}/api/v1/docs\n"
+        f"  API base URL:  {base}/api/v1\n"
+        f"  database: {where}; redis: {settings.redis_url or 'in-process'}",
         flush=True,
     )
     if demo["users"]:
         print(f"demo data loaded; log in as {' or '.join(demo['users'])}", flush=True)
     try:
-        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+        web.run_app(app, sock=sock, access_log=None, print=None, **server_options(settings))
     finally:
         stop.set()
         ticker.join(timeout=5)
