@@ -55,13 +55,19 @@ class Settings:
     scrypt_n: int = 2**14
     db_pool_size: int = 16
     max_body_bytes: int = 64 * 1024
+    client_timeout: int = 10  # seconds to send complete headers, or between body chunks
     port: int = 8000
     host: str = "0.0.0.0"
     sms_sender: str = "web.sms:LogSender"
     phone_code_ttl: int = 180
     phone_code_max_tries: int = 5
     phone_code_rate: int = 3  # codes per user per rate window
+    phone_code_number_rate: int = 3  # codes per phone number per rate window
     phone_code_rate_window: int = 600
+    login_fail_limit_user: int = 10  # failed logins per username per window
+    login_fail_limit_address: int = 50  # failed logins per client address per window
+    login_fail_window: int = 600
+    trusted_proxy_hops: int = 0  # proxies in front whose X-Forwarded-For entries are trusted
     job_max_retries: int = 3
     job_max_deliveries: int = 6
     broker_heartbeat_timeout_ms: int = 15_000
@@ -100,10 +106,19 @@ class Settings:
             scrypt_n=_int(env, "SCRYPT_N", d.scrypt_n),
             db_pool_size=_int(env, "DB_POOL_SIZE", d.db_pool_size),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes),
+            client_timeout=_int(env, "CLIENT_TIMEOUT", d.client_timeout),
             port=_int(env, "PORT", d.port),
             host=env.get("HOST") or d.host,
             sms_sender=env.get("SMS_SENDER") or d.sms_sender,
             phone_code_rate=_int(env, "PHONE_CODE_RATE", d.phone_code_rate),
+            phone_code_number_rate=_int(env, "PHONE_CODE_NUMBER_RATE", d.phone_code_number_rate),
+            phone_code_rate_window=_int(env, "PHONE_CODE_RATE_WINDOW", d.phone_code_rate_window),
+            login_fail_limit_user=_int(env, "LOGIN_FAIL_LIMIT_USER", d.login_fail_limit_user),
+            login_fail_limit_address=_int(
+                env, "LOGIN_FAIL_LIMIT_ADDRESS", d.login_fail_limit_address
+            ),
+            login_fail_window=_int(env, "LOGIN_FAIL_WINDOW", d.login_fail_window),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", d.trusted_proxy_hops),
             job_max_retries=_int(env, "JOB_MAX_RETRIES", d.job_max_retries),
             job_max_deliveries=_int(env, "JOB_MAX_DELIVERIES", d.job_max_deliveries),
             broker_heartbeat_timeout_ms=_int(

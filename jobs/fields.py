@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
+
+from jobs.errors import InvalidRequest
 
 
 def whole(regex: str) -> str:
@@ -26,3 +29,12 @@ def Text(lo: int, hi: int, regex: str | None = None, description: str | None = N
 def Int(lo: int, hi: int) -> Any:
     """An integer in ``lo..hi`` (JSON booleans are not integers)."""
     return Annotated[int, msgspec.Meta(ge=lo, le=hi)]
+
+
+def naive_utc(moment: datetime, field: str) -> datetime:
+    """An aware time from a request as the naive UTC the database stores; a time whose
+    UTC falls outside the calendar (``0001-01-01T00:00+23:59``) is the field's 400."""
+    try:
+        return moment.astimezone(UTC).replace(tzinfo=None)
+    except (OverflowError, ValueError):
+        raise InvalidRequest({field: "is outside the calendar"}) from None

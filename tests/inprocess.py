@@ -19,16 +19,21 @@ from aiohttp import web
 
 from db.connection import database
 from db.settings import Settings
+from jobs.clock import Clock
 from tests.support import Api, free_port
-from web.app import create_app, redis_client
+from web.app import create_app, redis_client, server_options
 from workers import bootstrap
 
 
 @dataclass
 class InProcessStack:
-    """``start_web``/``start_worker``/``kill``/``stop`` like ``Stack``, in this process."""
+    """``start_web``/``start_worker``/``kill``/``stop`` like ``Stack``, in this process.
+
+    ``clock`` (a ``FixedClock``, say) is the web app's: its job records and its limits.
+    """
 
     env: dict[str, str]
+    clock: Clock | None = None
     port: int = field(default_factory=free_port)
     procs: dict[str, Any] = field(default_factory=dict)
 
@@ -52,8 +57,8 @@ class InProcessStack:
 
         async def serve() -> None:
             app = create_app(self.settings, self.runtime.database, self.runtime.broker,
-                             redis_client(self.settings.redis_url))
-            self._runner = web.AppRunner(app, access_log=None)
+                             redis_client(self.settings.redis_url), self.clock)
+            self._runner = web.AppRunner(app, access_log=None, **server_options(self.settings))
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
             ready.set()

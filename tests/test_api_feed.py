@@ -825,9 +825,10 @@ def test_the_stream_takes_the_token_from_the_query_for_browsers(api):
     assert (event.event, event.data["post_id"], event.data["type"]) == ("alarm", post, "NEW_LIKE")
     reply = api.get("/alarms/subscribe?access_token=garbage")
     assert (reply.status, reply.code) == (401, "INVALID_TOKEN"), reply
-    # And only the event stream takes it: elsewhere a token in a URL is not one
+    # And only the event stream takes it: elsewhere it is not a parameter at all
     reply = api.get(f"/alarms?access_token={author.token}")
-    assert (reply.status, reply.code) == (401, "UNAUTHORIZED"), reply
+    assert (reply.status, reply.code) == (400, "INVALID_REQUEST"), reply
+    assert set(reply.body["error"]["fields"]) == {"access_token"}
 
 
 @pytest.mark.parametrize("last_event_id", ["abc", "-1", "1.5", "1e3", "99999999999999999999",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import dramatiq
 import peewee
@@ -23,15 +24,17 @@ from web.db import DbExecutor
 from web.hub import LiveHub
 from web.metrics import HTTP_METRICS, HttpMetrics, metrics_middleware
 from web.phone import PHONE_CODES, PhoneCodes
-from web.responses import error_middleware, json_response
+from web.responses import error_middleware, json_response, quiet_protocol_errors
 from web.routing import Route, add_routes
+from web.schema import BODY_RULES, BodyRules
 from web.sms import SmsSender, load_sender
 from web.sse import Streams
-from web.views import concerts, shop
+from web.views import concerts, pages, shop
 from web.views.ops import JOB_METRICS, REDIS
-from web.views.users import SETTINGS
+from web.views.users import LIMITS, SETTINGS
 from workers.bootstrap import make_waiting_room
 from workers.coupon_gate import CouponGate
+from workers.limits import Limits
 from workers.rankings import BestSellerCache
 
 log = logging.getLogger(__name__)
@@ -54,17 +57,35 @@ def domain_routes() -> list[Route]:
     load_domains()
     routes: list[Route] = []
     doors: dict = {}
-    for name in REGISTRY.domains:
+    for name, domain in REGISTRY.domains.items():
         try:
             module = importlib.import_module(f"web.views.{name}")
         except ModuleNotFoundError as e:
             if e.name != f"web.views.{name}":
                 raise
-            continue
-        routes += getattr(module, "ROUTES", [])
+            module = None
+        routes += [replace(r, tag=name) for r in getattr(module, "ROUTES", [])]
         doors |= getattr(module, "DOORS", {})
-    routes += [command_route(c, doors.get(t)) for t, c in REGISTRY.commands.items()]
+        routes += [replace(command_route(c, doors.get(c.type)), tag=name)
+                   for c in domain.commands]
     return routes
+
+
+def server_options(settings: Settings) -> dict:
+    """aiohttp server options (``AppRunner(app, **server_options(settings))``): a
+    connection that has not sent complete headers within ``client_timeout`` seconds is
+    closed (the idle timer runs from the connection's start until a request is parsed),
+    and after an answer to a request whose body was not read whole (a 413, a stalled
+    body's 408) the rest is drained for at most a second, not aiohttp's ten."""
+    return {"keepalive_timeout": settings.client_timeout, "lingering_time": 1.0}
+
+
+def app_routes() -> list[Route]:
+    """Every route the app serves (and the OpenAPI describes)."""
+    return [*domain_routes(),
+            Route("GET", "/openapi.json", openapi_json, "This description", auth="none",
+                  tag="system"),
+            *[replace(r, tag="system") for r in pages.ROUTES]]
 
 
 async def openapi_json(request: web.Request) -> web.Response:
@@ -85,6 +106,7 @@ def create_app(
 
     ``live`` is the hub's Redis connection (by default one of its own for ``REDIS_URL``).
     """
+    quiet_protocol_errors()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[metrics_middleware, error_middleware],
@@ -96,6 +118,7 @@ def create_app(
     gateway = JobGateway(db, broker, client, hub, settings.redis_prefix, clock or Clock())
     streams = Streams()
     app[SETTINGS] = settings
+    app[BODY_RULES] = BodyRules(settings.max_body_bytes, settings.client_timeout)
     app[DB] = db
     app[REDIS] = client
     app[JOB_METRICS] = gateway.metrics
@@ -107,17 +130,16 @@ def create_app(
                          settings.refresh_token_ttl, client, settings.redis_prefix)
     app[PHONE_CODES] = PhoneCodes(
         client, settings.redis_prefix, sms or load_sender(settings.sms_sender),
-        settings.phone_code_ttl, settings.phone_code_max_tries, settings.phone_code_rate,
-        settings.phone_code_rate_window,
+        settings.phone_code_ttl, settings.phone_code_max_tries,
     )
+    app[LIMITS] = Limits.from_settings(client, settings, clock)
     app[concerts.ROOM] = make_waiting_room(client, settings)
     app[shop.COUPON_GATE] = CouponGate(client, settings.redis_prefix)
     app[shop.BEST_SELLERS] = BestSellerCache(client, settings.redis_prefix)
-    routes = domain_routes()
-    routes.append(Route("GET", "/openapi.json", openapi_json, "This description",
-                        auth="none"))
+    routes = app_routes()
     add_routes(app, routes)
     app[OPENAPI] = openapi.build(routes)
+    app[pages.REFERENCE] = pages.ApiReference(app[OPENAPI])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()

@@ -8,6 +8,7 @@ token's ``jti`` as used (atomically), so an old refresh token is refused.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from jobs.errors import DomainError
 
 ALGORITHM = "HS256"
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 class Tokens:
@@ -63,6 +65,8 @@ class Tokens:
 
     def decode(self, token: str, typ: str) -> dict:
         """Verified claims of a ``typ`` token; 401 ``TOKEN_EXPIRED`` or ``INVALID_TOKEN``."""
+        if not token.isascii():  # (a header's non-UTF-8 bytes arrive as surrogates)
+            raise DomainError("INVALID_TOKEN", "the token is not valid")
         try:
             claims = jwt.decode(
                 token,
@@ -74,7 +78,8 @@ class Tokens:
             raise DomainError("TOKEN_EXPIRED", "the token has expired") from None
         except jwt.InvalidTokenError:
             raise DomainError("INVALID_TOKEN", "the token is not valid") from None
-        if claims.get("typ") != typ or not str(claims.get("sub", "")).isdigit():
+        sub = claims.get("sub")
+        if claims.get("typ") != typ or not (isinstance(sub, str) and _DIGITS.fullmatch(sub)):
             raise DomainError("INVALID_TOKEN", f"an {typ} token is required")
         return claims
 
@@ -106,6 +111,8 @@ class Tokens:
 
 
 TOKENS = web.AppKey("tokens", Tokens)
+_CLAIMS = web.RequestKey("claims", dict)
+_ADMIN = web.RequestKey("admin", int)
 
 
 async def access_claims(request: web.Request, *, allow_query: bool = False) -> dict:
@@ -113,7 +120,12 @@ async def access_claims(request: web.Request, *, allow_query: bool = False) -> d
 
     With ``allow_query`` (event streams: browsers' EventSource cannot send headers), an
     ``?access_token=`` stands in for the header. No log ever records query strings.
+    Checked once per request: a route that authenticates before decoding its body and a
+    handler that asks again share the answer.
     """
+    cached = request.get(_CLAIMS)
+    if cached is not None:
+        return cached
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header and allow_query and request.query.get("access_token"):
@@ -125,6 +137,7 @@ async def access_claims(request: web.Request, *, allow_query: bool = False) -> d
     tokens = request.app[TOKENS]
     claims = tokens.decode(token.strip(), "access")
     await tokens.check_session(claims)
+    request[_CLAIMS] = claims
     return claims
 
 
@@ -152,7 +165,10 @@ async def require_admin(request: web.Request) -> int:
     from web.commands import DB
 
     user_id = await require_user(request)
+    if request.get(_ADMIN) == user_id:
+        return user_id
     user = await request.app[DB](get_user, user_id)
     if not user.is_admin:
         raise DomainError("INVALID_PERMISSION", "this needs the admin role")
+    request[_ADMIN] = user_id
     return user_id

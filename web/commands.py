@@ -37,7 +37,7 @@ from web.db import DbExecutor
 from web.hub import LiveHub
 from web.responses import json_response
 from web.routing import Route
-from web.schema import decode_body, to_payload
+from web.schema import decode_body, read_body, to_payload
 from web.sse import Streams
 from web.validation import path_id
 from workers.broker import send_jobs
@@ -268,7 +268,7 @@ def command_route(command: Command, door: Door | None = None) -> Route:
         user_id = await require_user(request)
         fields = {name: path_id(request, name, command.not_found)
                   for name in command.path_fields}
-        body = decode_body(await request.read(), body_schema)
+        body = decode_body(await read_body(request), body_schema)
         values = msgspec.structs.asdict(body) | fields
         refusal = await door(request, user_id, values) if door is not None else None
         payload = body if not bound else command.schema(**values)

@@ -60,7 +60,7 @@ def _operation(route: Route, ref_of: dict[str, dict]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": route.summary,
         "operationId": f"{route.method.lower()}_{_slug(route.url)}",
-        "tags": [route.url.removeprefix("/api/v1").split("/")[1] or "root"],
+        "tags": [route.tag or route.url.removeprefix("/api/v1").split("/")[1] or "root"],
         "parameters": _parameters(route),
         "responses": _responses(route, ref_of),
     }
@@ -105,6 +105,7 @@ def _responses(route: Route, ref_of: dict[str, dict]) -> dict[str, Any]:
         out["200"] = {"description": "The terminal job (Prefer: wait, or a replayed "
                                      "Idempotency-Key); a failed job's error.code is one of: "
                                      + ", ".join(route.errors),
+                      "x-reason-codes": sorted(route.errors),
                       "content": {"application/json": {"schema": terminal}}}
     elif route.content_type != "application/json":
         out[str(route.status)] = {"description": "OK",

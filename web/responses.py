@@ -8,15 +8,18 @@ from typing import Any
 
 import redis.exceptions
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from db.connection import TRANSIENT_ERRORS
 from jobs.errors import DomainError
+from web.validation import refuse_unstorable
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
@@ -44,8 +47,14 @@ def error_response(
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Domain errors, HTTP errors and faults become JSON errors; never a stack trace."""
+    """Domain errors, HTTP errors and faults become JSON errors; never a stack trace.
+
+    A query or path holding what no text may hold is refused before any handler runs; a
+    client that leaves in the middle of its body is a 400 (it sent half a request), not
+    an internal error.
+    """
     try:
+        refuse_unstorable(request)
         return await handler(request)
     except DomainError as e:
         headers = {"Retry-After": str(e.retry_after)} if getattr(e, "retry_after", None) else None
@@ -55,7 +64,13 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             raise
         code = _HTTP_CODES.get(e.status, "INVALID_REQUEST" if e.status < 500 else "INTERNAL_ERROR")
         allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
-        return error_response(e.status, code, e.reason, headers=allow)
+        response = error_response(e.status, code, e.reason, headers=allow)
+        if e.status == 408:  # a stalled body: do not wait for the rest of it
+            response.force_close()
+        return response
+    except ConnectionResetError:
+        log.info("client left mid-request", extra={"path": request.path})
+        return error_response(400, "INVALID_REQUEST", "the request ended early")
     except (*TRANSIENT_ERRORS, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         log.warning("dependency unavailable", exc_info=True, extra={"path": request.path})
         return error_response(503, "UNAVAILABLE", "a dependency is unavailable; retry later",
@@ -63,3 +78,25 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("request failed", extra={"path": request.path})
         return error_response(500, "INTERNAL_ERROR", "internal error")
+
+
+class ProtocolErrors(logging.Filter):
+    """aiohttp answers a request it cannot parse (a bad request line, header bytes, an
+    over-long line) with a plain 400 itself, and logs it at ERROR with a traceback: one
+    WARNING line instead, since it is the client's fault, not ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Downgrade parse failures; pass everything else unchanged."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "malformed HTTP request refused: %s", (error.message,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_protocol_errors() -> None:
+    """Install :class:`ProtocolErrors` on aiohttp's server logger (idempotent)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ProtocolErrors) for f in server.filters):
+        server.addFilter(ProtocolErrors())

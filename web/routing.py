@@ -12,7 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from web.schema import decode_body
+from jobs.errors import InvalidRequest
+from web.auth import require_admin, require_user
+from web.schema import decode_body, read_body
 
 API = "/api/v1"
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -53,6 +55,7 @@ class Route:
     decodes: bool = True
     job_type: str | None = None
     door_errors: tuple[str, ...] = ()
+    tag: str = ""  # the domain that declares it (set by ``web.app.domain_routes``)
 
     @property
     def url(self) -> str:
@@ -60,17 +63,30 @@ class Route:
         return self.path if self.root else f"{API}{self.path}"
 
     def view(self) -> Handler:
-        """The aiohttp handler: decode the body with its schema first, if there is one."""
-        if self.body is None or not self.decodes:
-            return self.handler
+        """The aiohttp handler: refuse query parameters the route does not declare (as a
+        body refuses unknown fields; pages for browsers are lenient), authenticate
+        (routes that need a user), then decode the body with its schema, if there is
+        one: a caller without credentials learns nothing of the body's rules."""
+        known = frozenset(q.name for q in self.query) | (
+            {"access_token"} if self.content_type == "text/event-stream" else set())
+        strict = self.content_type != "text/html"
         schema, handler = self.body, self.handler
+        decodes = schema is not None and self.decodes
+        authenticate = {"user": require_user, "admin": require_admin}.get(self.auth)
 
-        async def with_body(request: web.Request) -> web.StreamResponse:
-            return await handler(request, decode_body(await request.read(), schema))
+        async def view(request: web.Request) -> web.StreamResponse:
+            if strict and not known.issuperset(request.query):
+                raise InvalidRequest({name: "is not a parameter of this endpoint"
+                                      for name in request.query if name not in known})
+            if not decodes:
+                return await handler(request)
+            if authenticate is not None:
+                await authenticate(request)
+            return await handler(request, decode_body(await read_body(request), schema))
 
-        with_body.__name__ = handler.__name__
-        with_body.__doc__ = handler.__doc__
-        return with_body
+        view.__name__ = handler.__name__
+        view.__doc__ = handler.__doc__
+        return view
 
 
 def add_routes(app: web.Application, routes: list[Route]) -> None:

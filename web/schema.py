@@ -7,16 +7,51 @@ lists all of them in ``error.fields``.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
+from aiohttp import web
 
-from jobs.errors import InvalidRequest
+from jobs.errors import DomainError, InvalidRequest
 
 T = TypeVar("T")
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _FIELD = re.compile(r"^Object (?P<kind>missing required|contains unknown) field `(?P<name>[^`]*)`")
+
+
+@dataclass(frozen=True)
+class BodyRules:
+    """How much a request body may hold, and how long it may stall between chunks."""
+
+    max_bytes: int = 64 * 1024
+    stall_seconds: float = 10.0
+
+
+BODY_RULES = web.AppKey("body_rules", BodyRules)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, read chunk by chunk: 413 past ``max_bytes``, and 408 (the
+    connection closed) when the client sends nothing for ``stall_seconds``."""
+    rules = request.app.get(BODY_RULES) or BodyRules()
+    if (request.content_length or 0) > rules.max_bytes:
+        raise DomainError("PAYLOAD_TOO_LARGE", "the body is too large", status=413)
+    chunks, size = [], 0
+    while True:
+        try:
+            async with asyncio.timeout(rules.stall_seconds):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(reason="the request body stalled") from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > rules.max_bytes:
+            raise DomainError("PAYLOAD_TOO_LARGE", "the body is too large", status=413)
+        chunks.append(chunk)
 
 
 def decode_body(raw: bytes, schema: type[T]) -> T:

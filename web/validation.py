@@ -23,6 +23,18 @@ def page_params(request: web.Request) -> tuple[int, str | None]:
 
 
 _DIGITS = re.compile(r"[0-9]{1,9}")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def refuse_unstorable(request: web.Request) -> None:
+    """400 for a query parameter holding NUL or a lone surrogate (what a ``%00`` or an
+    invalid UTF-8 escape decodes to): no database or hasher ever sees one. Checked once
+    for every request, whatever the handler reads. (Path segments are ids and dates,
+    each parsed strictly into its 404.)"""
+    for name, value in request.query.items():
+        if _UNSTORABLE.search(name) or _UNSTORABLE.search(value):
+            raise InvalidRequest({_UNSTORABLE.sub("?", name): "holds a character that is not "
+                                  "text (NUL or an invalid escape)"})
 
 
 def query_int(raw: str, name: str, lo: int, hi: int) -> int:

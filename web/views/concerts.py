@@ -228,8 +228,8 @@ ROUTES = [
                   "QUEUE_TOKEN_EXPIRED")),
     Route("GET", "/concerts/{concert_id}/dates/{date}/seats", seats, "Seats 1..50 of a date",
           response=Items[Seat], headers=QUEUE_TOKEN,
-          errors=("SCHEDULE_NOT_FOUND", "QUEUE_TOKEN_NOT_ACTIVE", "QUEUE_TOKEN_INVALID",
-                  "QUEUE_TOKEN_EXPIRED")),
+          errors=("CONCERT_NOT_FOUND", "SCHEDULE_NOT_FOUND", "QUEUE_TOKEN_NOT_ACTIVE",
+                  "QUEUE_TOKEN_INVALID", "QUEUE_TOKEN_EXPIRED")),
     Route("POST", "/admin/concerts", create_concert, "Add a concert (admin)", body=NewConcert,
           status=201, errors=("INVALID_PERMISSION",), auth="admin"),
 ]

@@ -17,7 +17,7 @@ from web import sse
 from web.auth import optional_user, require_stream_user, require_user
 from web.commands import DB, HUB, STREAMS
 from web.responses import json_response
-from web.routing import Route
+from web.routing import Query, Route
 from web.shapes import Int, Page, Text
 from web.validation import MAX_ID, PAGING, page_params, path_id
 
@@ -220,6 +220,7 @@ ROUTES = [
     Route("POST", "/alarms/read", read_alarms, "Mark the caller's alarms read up to an id",
           body=ReadUpTo, response=Unread),
     Route("GET", "/alarms/subscribe", subscribe,
-          "Live stream of the caller's new alarms (event: alarm; ?access_token= for browsers)",
-          content_type="text/event-stream", headers=("Last-Event-ID",)),
+          "Live stream of the caller's new alarms (event: alarm)",
+          content_type="text/event-stream", headers=("Last-Event-ID",),
+          query=(Query("access_token", str, "for EventSource, instead of the header"),)),
 ]

@@ -3,7 +3,7 @@ writes, and the door check of ``coupons.issue`` (orders and coupons are commands
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -12,6 +12,7 @@ from aiohttp import web
 from jobs import bestsellers, catalog, coupons, orders
 from jobs.clock import utcnow
 from jobs.errors import DomainError, InvalidRequest
+from jobs.fields import naive_utc
 from web.auth import require_admin, require_user
 from web.commands import DB, idempotency_key
 from web.responses import json_response
@@ -141,11 +142,6 @@ class MyCoupon(msgspec.Struct):
     expires_at: str
 
 
-def naive_utc(moment: datetime) -> datetime:
-    """An aware time as the naive UTC the database stores."""
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 async def list_products(request: web.Request) -> web.Response:
     """``GET /products``."""
     limit, cursor = page_params(request)
@@ -217,9 +213,9 @@ async def get_order(request: web.Request) -> web.Response:
 async def create_coupon(request: web.Request, body: NewCoupon) -> web.Response:
     """``POST /admin/coupons`` (admin)."""
     await require_admin(request)
+    starts, ends = naive_utc(body.starts_at, "starts_at"), naive_utc(body.ends_at, "ends_at")
     coupon = await request.app[DB](coupons.create_coupon, body.name, body.discount_type,
-                                   body.discount_value, body.stock, naive_utc(body.starts_at),
-                                   naive_utc(body.ends_at), utcnow())
+                                   body.discount_value, body.stock, starts, ends, utcnow())
     return json_response(coupon, 201)
 
 
