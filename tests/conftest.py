@@ -88,7 +88,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "BROKER_MAINTENANCE_CHANCE": "200000",
         "RESEND_INTERVAL": "2",
         "JOB_RESEND_AFTER": "5",
-        "DB_POOL_SIZE": "16",
+        "DB_POOL_SIZE": "8",
         # every test logs in from 127.0.0.1: the address budget is tested on its own
         "LOGIN_FAIL_LIMIT_ADDRESS": "1000000",
     }
@@ -162,3 +162,4 @@ def run_task(rt, task_id: str) -> dict:
     result = run_periodic(task_id, next(rt.slots))
     assert result is not None, f"{task_id} did not run"
     return result
+

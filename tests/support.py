@@ -223,7 +223,7 @@ def run_together(*actions: Callable[[], None]) -> None:
     start = threading.Barrier(len(actions))
 
     def when_all_ready(action: Callable[[], None]) -> None:
-        start.wait()
+        start.wait(timeout=60)  # (one that never comes breaks the barrier for all)
         action()
 
     threads = [threading.Thread(target=when_all_ready, args=(a,)) for a in actions]

@@ -565,7 +565,7 @@ def test_history_with_a_bad_query_is_400(api, token, query):
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/points"), ("GET", "/points/history"), ("POST", "/points/charge"),
-     ("GET", "/jobs"), ("GET", f"/jobs/{uuid.uuid4()}")],
+     ("GET", "/jobs"), ("GET", "/jobs/0b1c2d3e-0000-4000-8000-000000000001")],
 )
 def test_points_and_jobs_require_a_token(api, method, path):
     # Given no Authorization header

@@ -115,7 +115,7 @@ def test_100_users_racing_for_one_seat_leave_one_holder(clean_db, clock, concert
 
     def try_seat(chunk: list[int]) -> None:
         with clean_db.connection_context():
-            start.wait()
+            start.wait(timeout=60)
             for uid in chunk:
                 try:
                     reserve(clean_db, uid, concert, 25, clock.now())

@@ -113,7 +113,7 @@ def test_two_deliveries_at_once_publish_once(job, rt, heard):
     start = threading.Barrier(2)
 
     def deliver():
-        start.wait()
+        start.wait(timeout=60)
         with rt.database.connection_context():
             outcomes.append(lifecycle.execute_job(str(job.id), CHARGE))
 

@@ -168,7 +168,7 @@ def test_concurrent_attempts_never_pass_the_budget(client, prefix, clock):
     def attempt() -> None:
         own = redis.Redis.from_url(REDIS_URL)
         try:
-            start.wait()
+            start.wait(timeout=60)
             make_limits(own, prefix, clock).login_attempt("alice", "10.0.0.1")
             outcomes.append("in")
         except DomainError as e:
@@ -449,7 +449,7 @@ def test_ten_reservations_of_one_user_at_once_leave_four_holds(clean_db, clock, 
 
     def try_seat(seat: int) -> None:
         with clean_db.connection_context():
-            start.wait()
+            start.wait(timeout=60)
             try:
                 hold(clean_db, uid, concert, seat, clock.now())
                 outcomes.append("HELD")
@@ -476,7 +476,7 @@ def test_without_the_lock_the_race_would_pass_the_limit(clean_db, clock, concert
 
     def try_seat(seat: int) -> None:
         with clean_db.connection_context():
-            start.wait()
+            start.wait(timeout=60)
             try:
                 with clean_db.atomic():
                     concerts.reserve_seat(uid, concert, DAY, seat, clock.now())

@@ -30,9 +30,9 @@ from tests.support import Stack
 from web import openapi
 from web.app import app_routes
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::hypothesis.errors.HypothesisDeprecationWarning")
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings(
+    "ignore::hypothesis.errors.HypothesisDeprecationWarning")]
 
 DESCRIPTION = openapi.build(app_routes())
 schema = schemathesis.openapi.from_dict(DESCRIPTION)
@@ -96,3 +96,4 @@ def test_every_operation(case, stack, sessions):
             allowed = _documented_codes(case, response.status_code)
             assert error["code"] in allowed, (response.status_code, error,
                                               case.as_curl_command())
+
