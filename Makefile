@@ -30,7 +30,7 @@ test: $(STAMP) browser  ## lint + the test suite, against PostgreSQL and Redis o
 	$(BIN)/pytest
 
 fuzz: $(STAMP)  ## schemathesis on every operation, 300 generated cases per operation (a few minutes)
-	FUZZ_EXAMPLES=300 $(BIN)/pytest -q tests/test_schemathesis.py
+	FUZZ_EXAMPLES=300 $(BIN)/pytest tests/test_schemathesis.py
 
 # Debian's Chromium for tests/test_browser_docs.py (Playwright drives it; it downloads no
 # browser of its own). Installed only when missing, and only where apt-get can run.
