@@ -55,8 +55,9 @@ async def read_body(request: web.Request) -> bytes:
 
 
 def decode_body(raw: bytes, schema: type[T]) -> T:
-    """The body as a ``schema`` value; an empty body counts as ``{}``. 400 otherwise."""
-    if not raw.strip():
+    """The body as a ``schema`` value; an empty body counts as ``{}`` (whitespace alone is
+    not JSON: a 400, like any other body the schema refuses)."""
+    if not raw:
         raw = b"{}"
     try:
         return msgspec.json.decode(raw, type=schema)
