@@ -27,7 +27,7 @@ from datetime import UTC, timedelta
 import aiohttp
 
 from bench.charge import closed_loop
-from bench.common import latency_line, machine, scratch_env
+from bench.common import latency_line, machine, open_loop, scratch_env
 from bench.shop import CpuMeter, insert_users, mint_tokens, wait_terminal
 from db.connection import connect_database
 from db.models import Job, User
@@ -85,12 +85,7 @@ async def paced_bids(base: str, path: str, tokens: list[str], rate: float, secon
             async with s.post(path, json={"amount": int(floor * 1.055**n)}, headers=headers) as r:
                 await r.read()
 
-        began = time.perf_counter()
-        tasks = []
-        for n in range(total):
-            await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(n)))
-        await asyncio.gather(*tasks)
+        await open_loop(total, rate, one)
     return total
 
 

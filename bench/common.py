@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import psycopg2
 import redis
@@ -74,3 +76,14 @@ def machine() -> str:
     cores = os.cpu_count()
     pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
     return f"{cores} cores, {cpu}; Python {platform.python_version()}; {pg}"
+
+
+async def open_loop(total: int, rate: float, one: Callable[[int], Awaitable[None]]) -> None:
+    """Start ``one(n)`` for n = 0..total-1 at ``rate`` per second, whatever the answers'
+    pace (an open loop), and wait for all of them."""
+    began = time.perf_counter()
+    tasks = []
+    for n in range(total):
+        await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)

@@ -55,7 +55,7 @@ import msgspec
 import peewee
 
 from bench.charge import closed_loop
-from bench.common import latency_line, machine, percentile, scratch_env
+from bench.common import latency_line, machine, open_loop, percentile, scratch_env
 from bench.shop import (
     CpuMeter,
     code_version,
@@ -316,12 +316,7 @@ async def paced(base: str, tokens: list[str], path: Callable[[int], str], rate: 
             latencies.append(time.perf_counter() - started)
             statuses[r.status] += 1
 
-        began = time.perf_counter()
-        tasks = []
-        for n in range(total):
-            await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(n)))
-        await asyncio.gather(*tasks)
+        await open_loop(total, rate, one)
     return dict(statuses), latencies
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -182,6 +182,21 @@ class Stack:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
             self.kill(name)
+
+
+def two_webs(env: dict[str, str], processes: int = 2, threads: int = 8,
+             scheduler: bool = False) -> Iterator[tuple[Stack, Stack]]:
+    """Two web processes on one database and Redis, a worker (and a scheduler) on the
+    first: a module's fixture ``yield from``s it."""
+    first, second = Stack(env), Stack(env)
+    first.start_web()
+    second.start_web()
+    first.start_worker(processes=processes, threads=threads)
+    if scheduler:
+        first.start_scheduler()
+    yield first, second
+    second.stop()
+    first.stop()
 
 
 def now() -> datetime:

@@ -10,10 +10,10 @@ import pytest
 
 from db.models import Artwork, ArtworkEvent, Bid, Bidder, Job, PointHistory, PointWallet
 from jobs import auction, records, users
-from jobs.clock import utcnow
 from jobs.errors import DomainError
 from jobs.platform import Context
 from tests.auction_model import Reference
+from tests.commands import ok, refused, run
 from tests.shop_fixtures import user_with_points
 from tests.support import run_together
 from workers import lifecycle
@@ -32,28 +32,11 @@ def artwork(artist: int, clock, minutes: int = 60, start: int = START,
                                   clock.now() + timedelta(minutes=minutes), clock.now())["id"]
 
 
-def run(uid: int, job_type: str, **payload) -> Job:
-    """A command through the whole job lifecycle (its transaction, events, reactions)."""
-    job, _ = records.record_job(uid, job_type, payload, None, utcnow())
-    lifecycle.execute_job(str(job.id))
-    return Job.get_by_id(job.id)
-
-
 def bid(uid: int, artwork_id: int, amount: int, max_amount: int | None = None) -> Job:
     payload = {"artwork_id": artwork_id, "amount": amount}
     if max_amount is not None:
         payload["max_amount"] = max_amount
     return run(uid, "auction.bid", **payload)
-
-
-def ok(job: Job) -> dict:
-    assert job.status == "succeeded", (job.status, job.error)
-    return job.result
-
-
-def refused(job: Job) -> str:
-    assert job.status == "failed", (job.status, job.result)
-    return job.error["code"]
 
 
 def wallet(uid: int) -> tuple[int, int]:

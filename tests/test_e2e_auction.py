@@ -22,7 +22,7 @@ from db.models import Artwork, ArtworkEvent, PointWallet
 from jobs import auction, users
 from jobs.clock import utcnow
 from tests.shop_fixtures import bulk_users
-from tests.support import SseReader, Stack, finish
+from tests.support import SseReader, Stack, finish, two_webs
 from tests.test_auction import START, check_auction
 
 pytestmark = pytest.mark.e2e
@@ -31,15 +31,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def webs(process_env) -> Iterator[tuple[Stack, Stack]]:
     """Two web processes, a worker with two processes, and a scheduler."""
-    env = process_env | {"AUCTION_SOFT_CLOSE": "1"}
-    first, second = Stack(env), Stack(env)
-    first.start_web()
-    second.start_web()
-    first.start_worker(processes=2, threads=8)
-    first.start_scheduler()
-    yield first, second
-    second.stop()
-    first.stop()
+    yield from two_webs(process_env | {"AUCTION_SOFT_CLOSE": "1"}, scheduler=True)
 
 
 @pytest.fixture(scope="module")

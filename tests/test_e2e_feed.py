@@ -20,7 +20,7 @@ from db.models import Alarm, Comment, Post, PostLike
 from jobs import feed
 from jobs.clock import utcnow
 from tests.shop_fixtures import bulk_users
-from tests.support import SseReader, Stack, finish
+from tests.support import SseReader, Stack, finish, two_webs
 
 pytestmark = pytest.mark.e2e
 WAIT = {"Prefer": "wait=20"}
@@ -29,13 +29,7 @@ WAIT = {"Prefer": "wait=20"}
 @pytest.fixture(scope="module")
 def webs(process_env) -> Iterator[tuple[Stack, Stack]]:
     """Two web processes and a worker with two processes."""
-    first, second = Stack(process_env), Stack(process_env)
-    first.start_web()
-    second.start_web()
-    first.start_worker(processes=2, threads=8)
-    yield first, second
-    second.stop()
-    first.stop()
+    yield from two_webs(process_env)
 
 
 def user_of(token: str) -> int:

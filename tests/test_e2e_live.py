@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from jobs.platform import Event, load_domains
+from tests import support
 from tests.conftest import REDIS_URL
 from tests.support import SseReader, Stack, succeeded
 from web.app import hub_client
@@ -25,13 +26,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def two_webs(process_env) -> Iterator[tuple[Stack, Stack]]:
     """Two web processes (ports of their own) and one worker, on one database and Redis."""
-    first, second = Stack(process_env), Stack(process_env)
-    first.start_web()
-    second.start_web()
-    first.start_worker(processes=1, threads=4)
-    yield first, second
-    second.stop()
-    first.stop()
+    yield from support.two_webs(process_env, processes=1, threads=4)
 
 
 def charge(stack: Stack, token: str, amount: int, wait: int = 0) -> tuple[int, dict, float]:

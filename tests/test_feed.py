@@ -15,6 +15,7 @@ from jobs.clock import utcnow
 from jobs.errors import DomainError
 from jobs.pagination import encode_cursor
 from jobs.platform import Context
+from tests.commands import ok, refused, run
 from tests.support import run_together
 from workers import lifecycle
 
@@ -27,23 +28,6 @@ def people(rt, clock) -> list[int]:
 
 def post(author: int, clock, title: str = "Hello") -> int:
     return feed.create_post(author, title, "first words", clock.now())["id"]
-
-
-def run(uid: int, job_type: str, **payload) -> Job:
-    """A command through the whole job lifecycle (its transaction, events, reactions)."""
-    job, _ = records.record_job(uid, job_type, payload, None, utcnow())
-    lifecycle.execute_job(str(job.id))
-    return Job.get_by_id(job.id)
-
-
-def ok(job: Job) -> dict:
-    assert job.status == "succeeded", (job.status, job.error)
-    return job.result
-
-
-def refused(job: Job) -> str:
-    assert job.status == "failed", (job.status, job.result)
-    return job.error["code"]
 
 
 def counts(post_id: int) -> tuple[int, int, int, int]:
