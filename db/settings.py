@@ -29,6 +29,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -73,6 +83,8 @@ class Settings:
     broker_heartbeat_timeout_ms: int = 15_000
     broker_maintenance_chance: int = 50_000
     scheduler_tick: float = 1.0
+    heartbeat_interval: float = 2.0  # seconds between two beats of a worker process
+    stall_seconds: float = 30.0  # oldest ready message this old, no job finished: stalled
     log_level: str = "INFO"
     # The environment as read at start-up: each domain reads its own settings from it
     # (``jobs.platform.Registry.settings``), so adding a domain adds no field here.
@@ -127,6 +139,8 @@ class Settings:
             broker_maintenance_chance=_int(
                 env, "BROKER_MAINTENANCE_CHANCE", d.broker_maintenance_chance
             ),
+            heartbeat_interval=_float(env, "HEARTBEAT_INTERVAL", d.heartbeat_interval),
+            stall_seconds=_float(env, "STALL_SECONDS", d.stall_seconds),
             log_level=env.get("LOG_LEVEL") or d.log_level,
             env=dict(env),
         )

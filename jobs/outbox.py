@@ -75,7 +75,7 @@ def replay_dead(now: datetime) -> int:
 
 
 def counts() -> dict[str, int]:
-    """Events per status."""
+    """Events per status, every status named (0 when none)."""
     rows = (OutboxEvent.select(OutboxEvent.status, fn.COUNT(OutboxEvent.id))
             .group_by(OutboxEvent.status).tuples())
-    return {status: n for status, n in rows}
+    return {DEAD: 0, DELIVERED: 0, PENDING: 0} | dict(rows)

@@ -5,13 +5,17 @@ rq-scheduler would move a due entry onto an RQ queue for an RQ worker. Here
 schedulers can never both dispatch it), re-arms the entry from the slot (not from
 ``now``, so interval entries do not drift), and sends ``periodic(schedule_id, slot)``
 to the Dramatiq worker pool, where ``(schedule_id, slot)`` is refused a second run.
+The scheduler that last held rq-scheduler's lock names itself in ``{prefix}:scheduler:active``
+for a few ticks (``scheduler.status`` reads it).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -37,6 +41,16 @@ return 0
 """
 
 
+def scheduled_jobs_key(prefix: str) -> str:
+    """rq-scheduler's sorted set of RQ job ids by their next due time (unix seconds)."""
+    return f"{prefix}:rq:scheduler:scheduled_jobs"
+
+
+def active_key(prefix: str) -> str:
+    """The name of the scheduler that dispatched last, kept for a few ticks."""
+    return f"{prefix}:scheduler:active"
+
+
 def next_slot(entry: Entry, after: float) -> int:
     """The first slot of ``entry`` strictly after the unix time ``after`` (whole seconds, UTC)."""
     if entry.interval:
@@ -60,8 +74,10 @@ class DramatiqScheduler(Scheduler):
         self.redis_scheduler_namespace_prefix = f"{prefix}:rq:scheduler_instance:"
         self.scheduler_key = f"{prefix}:rq:scheduler"
         self.scheduler_lock_key = f"{prefix}:rq:scheduler_lock"
-        self.scheduled_jobs_key = f"{prefix}:rq:scheduler:scheduled_jobs"
+        self.scheduled_jobs_key = scheduled_jobs_key(prefix)
         self.dispatched_key = f"{prefix}:scheduler:dispatched"
+        self.active_key = active_key(prefix)
+        self.active_name = f"{socket.gethostname()}:{os.getpid()}:{self.name[:6]}"
         self._claim = client.register_script(_CLAIM)
         self._entries: dict[str, Entry] = {}
 
@@ -112,10 +128,14 @@ class DramatiqScheduler(Scheduler):
                 self.heartbeat()
                 if self.acquire_lock():
                     try:
+                        self.connection.set(self.active_key, self.active_name,
+                                            px=int(max(3 * self._interval, 1.0) * 1000))
                         self.enqueue_jobs()
                     finally:
                         self.remove_lock()
                 stop.wait(max(0.0, self._interval - (time.monotonic() - started)))
         finally:
             self.remove_lock()
+            if self.connection.get(self.active_key) == self.active_name.encode():
+                self.connection.delete(self.active_key)
             self.register_death()

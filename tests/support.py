@@ -172,6 +172,19 @@ class Stack:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    def terminate(self, name: str, timeout: float = 20) -> None:
+        """Stop a process as its supervisor would: SIGTERM to it alone (a worker's main
+        process passes it on to its children once, and they shut down cleanly), then
+        reap it. ``kill`` signals the whole group: a worker's children get it twice and
+        exit at once."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
     def stop(self) -> None:
         """Stop everything (TERM, then KILL)."""
         for name in list(self.procs):

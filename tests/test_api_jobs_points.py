@@ -620,7 +620,7 @@ def test_metrics_expose_requests_jobs_and_queue_depth(api, stack, token):
     assert "# TYPE bazaar_http_requests_total counter" in text
     assert 'bazaar_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     jobs = [line for line in text.splitlines()
-            if line.startswith('bazaar_jobs_total{type="points.charge",outcome="succeeded"}')]
+            if line.startswith('bazaar_jobs_total{outcome="succeeded",type="points.charge"}')]
     assert jobs and int(float(jobs[0].rsplit(" ", 1)[1])) >= 1
     assert "bazaar_queue_depth{" in text
 

@@ -49,7 +49,7 @@ def test_a_newcomer_finds_the_reference_and_a_command_in_it(browser, stack):
     expect(page).to_have_title("Bazaar")
     for name in ("OpenAPI 3.1", "Health", "Readiness", "Metrics"):
         expect(page.get_by_role("link", name=name)).to_be_visible()
-    expect(page.locator('a[href="/console"]')).to_have_count(0)  # no console served yet
+    expect(page.locator('a[href="/console"]')).to_have_count(1)  # the operators' page
     # When the newcomer follows the docs link
     page.get_by_role("link", name="API reference").click()
     page.wait_for_url(f"{base}/api/v1/docs")

@@ -1,5 +1,5 @@
 """The ``bazaar`` command: dev, web, worker, scheduler, migrate, create-admin, demo-data,
-outbox-replay."""
+outbox-replay, and ``jobs failed`` / ``jobs replay`` (failed jobs: list them, replay them)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import signal
 import sys
 import textwrap
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from db.logs import configure_logging
 from db.settings import Settings, SettingsError
@@ -19,6 +20,7 @@ from jobs.platform import load_domains
 from web.cli_env import ADMIN_PASSWORD, environment_help
 
 log = logging.getLogger(__name__)
+Command = Callable[[Settings, argparse.Namespace], int]
 ABOUT = """Bazaar: one job platform for a shop, concert reservations, an art auction and a
 social feed. An HTTP API takes commands and answers 202 with a job; workers run the jobs;
 a scheduler runs the periodic sweeps.
@@ -112,8 +114,135 @@ def cmd_outbox_replay(settings: Settings, args: argparse.Namespace) -> int:
     with db.connection_context():
         replayed = outbox.replay_dead(utcnow())
         counts = outbox.counts()
-    print(f"replayed {replayed} dead event(s); outbox now: {counts}")
+    per_status = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
+    print(f"replayed {replayed} dead event(s); outbox now: {per_status}")
     return 0
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    """Failed jobs: list them (jobs failed), replay them (jobs replay)."""
+    return args.action(settings, args)
+
+
+def cmd_jobs_failed(settings: Settings, args: argparse.Namespace) -> int:
+    """List failed jobs, newest first."""
+    from db.connection import connect_database
+    from db.models import Job, User
+    from jobs import admin
+
+    db = connect_database(settings.database_url, 2)
+    with db.connection_context():
+        listed = admin.list_jobs("failed", args.type, args.code, args.q, args.limit, None)
+        jobs = listed["items"]
+        names = dict(User.select(User.id, User.username)
+                     .where(User.id.in_({job["user_id"] for job in jobs})).tuples())
+        total = len(jobs)
+        if listed["next_cursor"] is not None:
+            matching = admin._filtered(Job.select(), "failed", args.type, args.code, args.q)
+            total = matching.count()
+    if not jobs:
+        print("no failed jobs")
+        return 0
+    rows = [("ID", "TYPE", "USER", "CODE", "ATTEMPTS", "FINISHED (UTC)", "REPLAY")]
+    rows += [(job["id"], job["type"], names.get(job["user_id"], str(job["user_id"])),
+              (job["error"] or {}).get("code", "-"), str(job["attempts"]),
+              _moment(job["finished_at"]), _replay_state(job)) for job in jobs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    shown = f"{len(jobs)} of {total}" if total > len(jobs) else f"{total}"
+    print(f"{shown} failed job(s)")
+    return 0
+
+
+def _moment(value: str | None) -> str:
+    """An API time (ISO 8601, UTC) as ``YYYY-MM-DD HH:MM:SS``."""
+    return "-" if value is None else datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _replay_state(job: dict) -> str:
+    if job["replayed_by"] is not None:
+        return f"replayed by {job['replayed_by']}"
+    return "replayable" if job["replayable"] else "-"
+
+
+def cmd_jobs_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Replay every replayable failed job of a type and reason code (once each)."""
+    import redis
+
+    from db.connection import connect_database
+    from jobs import admin
+    from jobs.clock import utcnow
+    from workers.broker import build_broker, send_jobs
+
+    if args.code not in (None, admin.REPLAYABLE):
+        print(f"only {admin.REPLAYABLE} failures are replayable; a business refusal would "
+              "refuse again", file=sys.stderr)
+    db = connect_database(settings.database_url, 2)
+    with db.connection_context():
+        if args.dry_run:
+            print(f"would replay {_replayable_count(args.type, args.code)} job(s)")
+            return 0
+        broker = None if settings.embedded else build_broker(settings)
+        send = None if broker is None else (lambda pairs: send_jobs(broker, pairs))
+        progress = Progress()
+        try:
+            replayed = admin.replay_matching(args.type, args.code, utcnow(), send, progress)
+        except redis.RedisError as e:
+            progress.done()
+            print(f"bazaar jobs replay: Redis: {e}; {progress.total} replay(s) sent, and "
+                  "the re-send sweep sends those recorded but not sent", file=sys.stderr)
+            return 1
+        finally:
+            if broker is not None:
+                broker.close()
+    progress.done()
+    print(f"replayed {replayed} job(s)")
+    if broker is None and replayed:
+        print("no REDIS_URL: the running `bazaar dev` sends them within seconds")
+    return 0
+
+
+def _replayable_count(job_type: str | None, code: str | None) -> int:
+    """How many failed jobs ``jobs replay`` would replay (read page by page)."""
+    from jobs import admin
+
+    if code not in (None, admin.REPLAYABLE):
+        return 0
+    count, cursor = 0, None
+    while True:
+        page = admin.list_jobs("failed", job_type, admin.REPLAYABLE, None, admin.BATCH, cursor)
+        count += sum(job["replayable"] for job in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return count
+
+
+class Progress:
+    """The running total of a long replay on stderr: one line redrawn on a terminal, a
+    line per batch otherwise; nothing for a run of one short batch."""
+
+    def __init__(self) -> None:
+        self.total, self.shown, self.tty = 0, False, sys.stderr.isatty()
+
+    def __call__(self, total: int) -> None:
+        """After each batch: ``total`` replayed so far."""
+        from jobs.admin import BATCH
+
+        self.total = total
+        if total < BATCH and not self.shown:
+            return
+        self.shown = True
+        if self.tty:
+            print(f"\rreplayed {total}…", end="", file=sys.stderr, flush=True)
+        else:
+            print(f"replayed {total}…", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        """Clear the redrawn line before the final count."""
+        if self.tty and self.shown:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
@@ -190,15 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bazaar", description=ABOUT, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = {}
-    for name, run, details in COMMANDS:
-        summary = " ".join(run.__doc__.replace("``", "").split())
-        text = "\n".join(line if line.startswith(" ") else textwrap.fill(line, 80)
-                         for line in f"{summary}\n\n{details}".strip().splitlines())
-        commands[name] = sub.add_parser(
-            name, help=summary, description=text, epilog=environment_help(name),
-            formatter_class=argparse.RawDescriptionHelpFormatter)
-        commands[name].set_defaults(run=run)
+    commands = {name: add_command(sub, name, run, details) for name, run, details in COMMANDS}
+    commands["jobs"].set_defaults(run=cmd_jobs)
+    actions = commands["jobs"].add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, run, details in JOB_COMMANDS:
+        commands[f"jobs {name}"] = add_command(actions, name, run, details, f"jobs {name}")
+        commands[f"jobs {name}"].set_defaults(action=run)
+    for name in ("jobs failed", "jobs replay"):
+        commands[name].add_argument("--type", help="only jobs of this type, e.g. points.charge")
+        commands[name].add_argument("--code", help="only jobs that failed with this reason "
+                                    "code, e.g. INTERNAL_ERROR")
+    failed = commands["jobs failed"]
+    failed.add_argument("--q", help="only jobs whose type, payload or error contains this "
+                        "text (or whose id it is)")
+    failed.add_argument("--limit", type=positive, default=50,
+                        help="at most this many (default 50)")
+    commands["jobs replay"].add_argument("--dry-run", action="store_true",
+                                         help="only count the jobs it would replay")
     admin = commands["create-admin"]
     admin.add_argument("username")
     admin.add_argument("password", nargs="?", default=None,
@@ -210,6 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands["dev"].add_argument("--port", type=int, default=None,
                                  help="port on 127.0.0.1 (default: $PORT, or 8000)")
     return parser
+
+
+def positive(text: str) -> int:
+    """An argument that must be a whole number above 0."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, run: Command, details: str,
+                env_name: str | None = None) -> argparse.ArgumentParser:
+    """A command's parser: its summary (the docstring of ``run``), details and the
+    environment variables it reads."""
+    summary = " ".join(run.__doc__.replace("``", "").split())
+    text = "\n".join(line if line.startswith(" ") else textwrap.fill(line, 80)
+                     for line in f"{summary}\n\n{details}".strip().splitlines())
+    command = sub.add_parser(name, help=summary, description=text,
+                             epilog=environment_help(env_name or name),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    command.set_defaults(run=run)
+    return command
 
 
 COMMANDS = [
@@ -228,7 +386,19 @@ COMMANDS = [
      "(visible to other users of the machine), e.g.\n"
      "  printf '%s\\n' \"$PW\" | bazaar create-admin boss --password-stdin"),
     ("demo-data", cmd_demo_data, "What `bazaar dev` loads on first start; safe to run again."),
-    ("outbox-replay", cmd_outbox_replay, ""),
+    ("outbox-replay", cmd_outbox_replay, "Prints how many it replayed and the events per "
+     "status."),
+    ("jobs", cmd_jobs, "`bazaar jobs failed` is a table of failed jobs; `bazaar jobs replay "
+     "--type T --code INTERNAL_ERROR` replays them. `bazaar jobs ACTION --help` says more."),
+]
+JOB_COMMANDS = [
+    ("failed", cmd_jobs_failed, "A table: id, type, user, reason code, attempts, when it "
+     "finished, and whether it can be replayed (or which job replayed it); then how many "
+     "match."),
+    ("replay", cmd_jobs_replay, "Only INTERNAL_ERROR failures are replayable: a business "
+     "refusal would say no again. Each replay is a new job of the same type, owner and "
+     "payload, linked to the failed one, which is never replayed twice. Sent to Redis as "
+     "it goes; without REDIS_URL, the running `bazaar dev` sends them within seconds."),
 ]
 
 

@@ -2,9 +2,10 @@
 
 Workers publish committed events on ``{prefix}:live:{topic}``; the hub holds one
 pattern subscription to them all and calls the listeners registered for the event's
-``(topic, key)``. redis-py's asyncio pub/sub does not recover from a dropped connection
-by itself, so the hub reconnects with backoff, and after every gap it calls each
-listener with ``None``: "you may have missed events; re-read from the database".
+``(topic, key)``, then those registered for ``(topic, "*")`` (every key of the topic).
+redis-py's asyncio pub/sub does not recover from a dropped connection by itself, so
+the hub reconnects with backoff, and after every gap it calls each listener with
+``None``: "you may have missed events; re-read from the database".
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from workers.events import live_pattern
 
 log = logging.getLogger(__name__)
 Listener = Callable[[Event | None], None]
+ANY_KEY = "*"
 
 
 class _Wire(msgspec.Struct):
@@ -46,7 +48,8 @@ class LiveHub:
         self.reconnects = 0
 
     def listen(self, topic: str, key: str, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` with each event of ``(topic, key)``; returns the unsubscribe."""
+        """Call ``listener`` with each event of ``(topic, key)`` (``key`` ``"*"``: of the
+        topic, whatever its key); returns the unsubscribe."""
         slot = (topic, key)
         self._listeners[slot].add(listener)
 
@@ -108,8 +111,10 @@ class LiveHub:
             log.warning("live hub: undecodable event", extra={"channel": channel})
             return
         event = Event(channel[self._topic_at:], wire.data, wire.key, wire.id)
-        for listener in list(self._listeners.get((event.topic, wire.key or ""), ())):
-            listener(event)
+        slots = dict.fromkeys([(event.topic, wire.key or ""), (event.topic, ANY_KEY)])
+        for slot in slots:  # (an event keyed "*" itself reaches its listeners once)
+            for listener in list(self._listeners.get(slot, ())):
+                listener(event)
 
     def _gap(self) -> None:
         for listeners in list(self._listeners.values()):

@@ -1,93 +1,135 @@
-"""Prometheus text exposition: this process's HTTP metrics plus fleet-wide job metrics.
+"""Prometheus metrics with prometheus-client: this process's HTTP metrics plus the fleet.
 
-Job counters and latency buckets are kept in Redis by the workers (``workers.events``),
-so any web process can expose them; queue depths are read from the broker.
+HTTP requests are counted per process in the app's own ``CollectorRegistry``. The fleet's
+figures (job counters and latency buckets kept in Redis by the workers, queues, worker
+heartbeats) are read by the ``/metrics`` handler and turned into metric families here,
+so any web process exposes the same fleet-wide values.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections.abc import Iterable
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
-from workers.events import LATENCY_BUCKETS
+from workers.events import LATENCY_BUCKETS, JobFigures
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HttpMetrics:
     """Request counts by method, route and status; latency histograms by route."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (len(HTTP_BUCKETS) + 1))
-        self.sums: dict[str, float] = defaultdict(float)
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "bazaar_http_requests", "HTTP requests by method, route and status.",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.duration = Histogram(
+            "bazaar_http_request_duration_seconds", "HTTP request latency by route.",
+            ["route"], buckets=HTTP_BUCKETS, registry=self.registry,
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one request."""
-        self.requests[(method, route, status)] += 1
-        index = next((i for i, le in enumerate(HTTP_BUCKETS) if seconds <= le), len(HTTP_BUCKETS))
-        self.buckets[route][index] += 1
-        self.sums[route] += seconds
-
-    def render(self) -> list[str]:
-        """Exposition lines."""
-        lines = [
-            "# HELP bazaar_http_requests_total HTTP requests by method, route and status.",
-            "# TYPE bazaar_http_requests_total counter",
-        ]
-        for (method, route, status), n in sorted(self.requests.items()):
-            lines.append(
-                f'bazaar_http_requests_total{{method="{method}",route="{route}",'
-                f'status="{status}"}} {n}'
-            )
-        lines += [
-            "# HELP bazaar_http_request_duration_seconds HTTP request latency by route.",
-            "# TYPE bazaar_http_request_duration_seconds histogram",
-        ]
-        for route, counts in sorted(self.buckets.items()):
-            lines += histogram_lines(
-                "bazaar_http_request_duration_seconds", f'route="{route}"',
-                [*map(str, HTTP_BUCKETS), "+Inf"], counts, self.sums[route],
-            )
-        return lines
+        self.requests.labels(method, route, str(status)).inc()
+        self.duration.labels(route).observe(seconds)
 
 
-def histogram_lines(
-    name: str, labels: str, bounds: list[str], counts: list[int], total: float
-) -> list[str]:
-    """Cumulative ``_bucket`` lines plus ``_sum`` and ``_count`` from per-bucket counts."""
-    lines, running = [], 0
-    for le, n in zip(bounds, counts, strict=True):
-        running += n
-        lines.append(f'{name}_bucket{{{labels},le="{le}"}} {running}')
-    lines.append(f"{name}_sum{{{labels}}} {total:.6f}")
-    lines.append(f"{name}_count{{{labels}}} {running}")
-    return lines
+class Families(Collector):
+    """A collector of metric families built beforehand (after the async reads)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        """The families, as built."""
+        return self.families
 
 
-def job_lines(counters: dict[str, str], latency: dict[str, str]) -> list[str]:
-    """Exposition of the worker-kept job counters and submit-to-terminal latency."""
-    lines = [
-        "# HELP bazaar_jobs_total Jobs finished, by type and outcome.",
-        "# TYPE bazaar_jobs_total counter",
-    ]
-    for field, n in sorted(counters.items()):
+def stalled(oldest_age: float, last_finish: float | None, now: float,
+            threshold: float) -> bool:
+    """A queue is stalled when its oldest ready message has waited longer than
+    ``threshold`` seconds and no job reached a terminal state within that time."""
+    idle = last_finish is None or now - last_finish > threshold
+    return oldest_age > threshold and idle
+
+
+def job_families(figures: JobFigures) -> list[Metric]:
+    """The worker-kept job counters and submit-to-terminal latency histograms."""
+    jobs = CounterMetricFamily("bazaar_jobs", "Jobs finished, by type and outcome.",
+                               labels=["type", "outcome"])
+    for field, n in sorted(figures.counters.items()):
         job_type, _, outcome = field.rpartition("|")
-        lines.append(f'bazaar_jobs_total{{type="{job_type}",outcome="{outcome}"}} {n}')
-    lines += [
-        "# HELP bazaar_job_latency_seconds Submit-to-terminal time of jobs, by type.",
-        "# TYPE bazaar_job_latency_seconds histogram",
-    ]
+        jobs.add_metric([job_type, outcome], float(n))
+    latency = HistogramMetricFamily("bazaar_job_latency_seconds",
+                                    "Submit-to-terminal time of jobs, by type.", labels=["type"])
     bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
-    types = sorted({f.rpartition("|")[0] for f in latency})
-    for job_type in types:
-        counts = [int(latency.get(f"{job_type}|{le}", 0)) for le in bounds]
-        total = float(latency.get(f"{job_type}|sum", 0))
-        lines += histogram_lines("bazaar_job_latency_seconds", f'type="{job_type}"', bounds,
-                                 counts, total)
-    return lines
+    for job_type in sorted({f.rpartition("|")[0] for f in figures.latency}):
+        running, buckets = 0, []
+        for le in bounds:  # stored per bucket; exposed cumulative
+            running += int(figures.latency.get(f"{job_type}|{le}", 0))
+            buckets.append((le, running))
+        latency.add_metric([job_type], buckets,
+                           float(figures.latency.get(f"{job_type}|sum", 0)))
+    return [jobs, latency]
+
+
+def queue_families(queues: list[dict], last_finish: float | None, now: float,
+                   stall_seconds: float) -> list[Metric]:
+    """Per queue: ready depth, delayed, dead letters, oldest ready age, stalled or not."""
+    gauges = {
+        "depth": GaugeMetricFamily("bazaar_queue_depth",
+                                   "Ready messages waiting for a worker, by queue.",
+                                   labels=["queue"]),
+        "delayed": GaugeMetricFamily("bazaar_queue_delayed",
+                                     "Delayed messages (retries, later runs), by queue.",
+                                     labels=["queue"]),
+        "dead": GaugeMetricFamily("bazaar_dead_letters",
+                                  "Messages dead-lettered by the broker, by queue.",
+                                  labels=["queue"]),
+        "oldest_age_seconds": GaugeMetricFamily(
+            "bazaar_queue_oldest_ready_age_seconds",
+            "Seconds since the oldest ready message of the queue was sent (0 when empty).",
+            labels=["queue"]),
+    }
+    stall = GaugeMetricFamily(
+        "bazaar_queue_stalled",
+        f"1 when the oldest ready message waited over {stall_seconds:g} s and no job "
+        "finished within that time, else 0.", labels=["queue"])
+    for queue in queues:
+        for field, gauge in gauges.items():
+            gauge.add_metric([queue["name"]], queue[field])
+        is_stalled = stalled(queue["oldest_age_seconds"], last_finish, now, stall_seconds)
+        stall.add_metric([queue["name"]], int(is_stalled))
+    return [*gauges.values(), stall]
+
+
+def worker_families(workers: list[dict]) -> list[Metric]:
+    """Live worker processes and the age of each one's last heartbeat."""
+    count = GaugeMetricFamily("bazaar_workers", "Live worker processes.",
+                              value=len(workers))
+    age = GaugeMetricFamily("bazaar_worker_heartbeat_age_seconds",
+                            "Seconds since the worker process last beat.", labels=["worker"])
+    for worker in workers:
+        age.add_metric([worker["id"]], worker["heartbeat_age_seconds"])
+    return [count, age]
+
+
+def exposition(http: HttpMetrics, families: Iterable[Metric]) -> bytes:
+    """The Prometheus text of this process's HTTP metrics and the fleet's families."""
+    return generate_latest(http.registry) + generate_latest(Families(families))
 
 
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)

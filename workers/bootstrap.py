@@ -15,6 +15,7 @@ from workers.actors import declare_actors
 from workers.broker import BrokerEpoch, build_broker
 from workers.coupon_gate import CouponGate
 from workers.events import Publisher
+from workers.heartbeat import Heartbeats
 from workers.rankings import BestSellerCache
 from workers.sinks import make_sink
 from workers.waiting_room import WaitingRoom
@@ -48,10 +49,16 @@ def make_runtime(settings: Settings, client: redis.Redis, database, broker,
 
 
 def start(settings: Settings, client: redis.Redis, clock: Clock | None = None) -> runtime.Runtime:
-    """Connect, build the broker, install the runtime and declare every actor on it."""
+    """Connect, build the broker, install the runtime and declare every actor on it.
+
+    The broker carries the heartbeat middleware: a ``dramatiq.Worker`` started on it
+    (``dramatiq workers.main``, ``bazaar dev``, the in-process test stack) beats.
+    """
     load_domains()
     database = connect_database(settings.database_url, settings.db_pool_size)
-    rt = make_runtime(settings, client, database, build_broker(settings), clock)
+    broker = build_broker(settings)
+    broker.add_middleware(Heartbeats(client, settings.redis_prefix, settings.heartbeat_interval))
+    rt = make_runtime(settings, client, database, broker, clock)
     runtime.install(rt)
     declare_actors(rt.broker)
     return rt

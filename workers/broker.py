@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -20,6 +22,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from db.connection import TRANSIENT_ERRORS
 from db.settings import Settings
 
 COMMANDS_QUEUE = "commands"
@@ -37,14 +40,22 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
     The heartbeat timeout and maintenance chance are set so that the messages of a
     killed worker come back within seconds, not the library default's many minutes.
+    A message whose delivery failed because the database could not be reached is
+    retried until it can be (backing off to 5 s): dead-lettering it would leave its job
+    ``queued`` and marked sent, which no sweep would ever re-send.
     """
+    max_retries = settings.job_max_retries
+
+    def retry_when(retries: int, error: BaseException) -> bool:
+        return isinstance(error, TRANSIENT_ERRORS) or retries < max_retries
+
     middleware = [
         AgeLimit(),
         TimeLimit(time_limit=120_000),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        Retries(max_retries=settings.job_max_retries, min_backoff=200, max_backoff=5_000),
+        Retries(min_backoff=200, max_backoff=5_000, retry_when=retry_when),
         CurrentMessage(),
     ]
     if settings.embedded:
@@ -141,32 +152,54 @@ class BrokerEpoch:
         self.client.set(self.key, now.isoformat())
 
 
-async def queue_stats(broker: dramatiq.Broker, client: Any,
-                      settings: Settings) -> tuple[dict[str, int], dict[str, int]]:
-    """Messages waiting (ready and delayed) and dead-lettered, by queue, read on the
-    asyncio ``client`` (or from the in-process stub broker)."""
+async def queue_view(broker: dramatiq.Broker, client: Any, settings: Settings,
+                     now: float) -> list[dict]:
+    """Each queue's ready messages, the age of the oldest one, delayed and dead messages.
+
+    ``[{"name", "depth", "oldest_age_seconds", "delayed", "dead"}]`` in ``QUEUES`` order:
+    ``depth`` counts ready messages waiting for a worker (delayed ones and those a worker
+    holds are not counted); the oldest is the head of the queue (0 when empty), aged
+    from when it was sent. Read with two pipelined round trips on the asyncio ``client``
+    (or from the in-process stub broker).
+    """
     if isinstance(broker, StubBroker):
-        depths = {q: broker.queues[q].qsize() for q in QUEUES}
-        return depths, {q: len(broker.dead_letters_by_queue[q]) for q in QUEUES}
-    keys = queue_depth_keys(settings)
+        return [_stub_queue_view(broker, queue, now) for queue in QUEUES]
+    ns = dramatiq_namespace(settings)
     pipe = client.pipeline(transaction=False)
-    for key in keys.values():
-        pipe.llen(key)
     for queue in QUEUES:
+        pipe.llen(f"{ns}:{queue}")
+        pipe.lindex(f"{ns}:{queue}", 0)
+        pipe.hlen(f"{ns}:{queue}.DQ.msgs")  # delayed, whether or not a worker holds them
         pipe.hlen(dead_letter_key(settings, queue))
     values = await pipe.execute()
-    return (dict(zip(keys, values[: len(keys)], strict=True)),
-            dict(zip(QUEUES, values[len(keys):], strict=True)))
+    rows = dict(zip(QUEUES, (values[i:i + 4] for i in range(0, len(values), 4)), strict=True))
+    heads = [(queue, row[1]) for queue, row in rows.items() if row[1] is not None]
+    bodies: dict[str, bytes | None] = {}
+    if heads:
+        pipe = client.pipeline(transaction=False)
+        for queue, message_id in heads:
+            pipe.hget(f"{ns}:{queue}.msgs", message_id)
+        bodies = dict(zip((q for q, _ in heads), await pipe.execute(), strict=True))
+    return [{"name": queue, "depth": depth, "oldest_age_seconds": _age(bodies.get(queue), now),
+             "delayed": delayed, "dead": dead}
+            for queue, (depth, _, delayed, dead) in rows.items()]
 
 
-def queue_depth_keys(settings: Settings) -> dict[str, str]:
-    """Redis list keys of the waiting and delayed messages of each queue."""
-    ns = dramatiq_namespace(settings)
-    keys = {}
-    for queue in QUEUES:
-        keys[queue] = f"{ns}:{queue}"
-        keys[f"{queue}.delayed"] = f"{ns}:{queue}.DQ"
-    return keys
+def _stub_queue_view(broker: StubBroker, queue: str, now: float) -> dict:
+    ready = broker.queues[queue]
+    with ready.mutex:
+        depth, head = len(ready.queue), (ready.queue[0] if ready.queue else None)
+    return {"name": queue, "depth": depth, "oldest_age_seconds": _age(head, now),
+            "delayed": broker.queues[dq_name(queue)].qsize(),
+            "dead": len(broker.dead_letters_by_queue[queue])}
+
+
+def _age(body: bytes | str | None, now: float) -> float:
+    """Seconds since an encoded message was sent; 0 without one (say, acked meanwhile)."""
+    if body is None:
+        return 0.0
+    sent = json.loads(body)["message_timestamp"] / 1000
+    return round(max(0.0, now - sent), 3)
 
 
 def dead_letter_key(settings: Settings, queue: str) -> str:

@@ -2,19 +2,22 @@
 
 Live events go out on ``{prefix}:live:{topic}``; every web process's hub listens to
 them all with one pattern subscription. Job outcomes are counted here too (``/metrics``
-reads the counters and latency buckets), in the same round trip as the publish.
+reads the counters, the latency buckets and the time a job last finished), in the same
+round trip as the publish.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis
 
 from jobs.platform import REGISTRY, Event
 
+TERMINAL_OUTCOMES = frozenset({"succeeded", "failed"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _encode = msgspec.json.Encoder().encode
 
@@ -47,6 +50,11 @@ def latency_key(prefix: str) -> str:
     return f"{prefix}:metrics:job_latency"
 
 
+def last_finish_key(prefix: str) -> str:
+    """Unix time at which a worker last brought a job to a terminal state."""
+    return f"{prefix}:metrics:last_finish"
+
+
 class Publisher:
     """Publishes committed events and counts job outcomes, in one round trip."""
 
@@ -68,6 +76,8 @@ class Publisher:
                 pipe.publish(live_channel(self.prefix, event.topic), encode_event(event))
         if job_type is not None:
             pipe.hincrby(counters_key(self.prefix), f"{job_type}|{outcome}", 1)
+            if outcome in TERMINAL_OUTCOMES:
+                pipe.set(last_finish_key(self.prefix), repr(time.time()))
         if latency is not None:
             key = latency_key(self.prefix)
             le = next((str(b) for b in LATENCY_BUCKETS if latency <= b), "+Inf")
@@ -84,6 +94,14 @@ def _text(mapping: dict) -> dict[str, str]:
     }
 
 
+class JobFigures(NamedTuple):
+    """What ``/metrics`` reads of the workers' job figures."""
+
+    counters: dict[str, str]  # type|outcome -> count
+    latency: dict[str, str]  # type|bucket -> count, and type|sum -> seconds
+    last_finish: float | None  # unix time a job last reached a terminal state
+
+
 class JobMetrics:
     """The job counters and latency buckets, read by ``/metrics`` (asyncio client)."""
 
@@ -95,10 +113,12 @@ class JobMetrics:
         """Count a job refused at the door (it never reaches a worker)."""
         await self.client.hincrby(counters_key(self.prefix), f"{job_type}|failed", 1)
 
-    async def read(self) -> tuple[dict[str, str], dict[str, str]]:
-        """``(type|outcome -> count, type|bucket -> count)``."""
+    async def read(self) -> JobFigures:
+        """The counters, latency buckets and last finish time, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(counters_key(self.prefix))
         pipe.hgetall(latency_key(self.prefix))
-        counters, latency = await pipe.execute()
-        return _text(counters), _text(latency)
+        pipe.get(last_finish_key(self.prefix))
+        counters, latency, last = await pipe.execute()
+        return JobFigures(_text(counters), _text(latency),
+                          None if last is None else float(last))

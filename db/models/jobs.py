@@ -41,6 +41,8 @@ class Job(BaseModel):
     finished_at = peewee.DateTimeField(null=True)
     # The job event sequence value of its last status change (``GET /jobs/events`` ids).
     seq = peewee.BigIntegerField(null=True)
+    # The failed job this one replays (``POST /admin/jobs/{id}/replay``); UNIQUE: once.
+    replay_of = peewee.UUIDField(null=True)
 
     class Meta:
         table_name = "jobs"

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from web.commands import DB, GATEWAY
-from web.metrics import HTTP_METRICS, job_lines
+from web.metrics import (
+    CONTENT_TYPE,
+    HTTP_METRICS,
+    exposition,
+    job_families,
+    queue_families,
+    worker_families,
+)
 from web.responses import json_response
 from web.views.users import SETTINGS
-from workers.broker import queue_stats
+from workers.broker import queue_view
 from workers.events import JobMetrics
+from workers.heartbeat import read_workers
 
 log = logging.getLogger(__name__)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -49,21 +58,19 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format."""
-    settings = request.app[SETTINGS]
-    lines = request.app[HTTP_METRICS].render()
-    lines += job_lines(*await request.app[JOB_METRICS].read())
-    depths, dead = await queue_stats(request.app[GATEWAY].broker, request.app[REDIS],
-                                     settings)
-    lines += [
-        "# HELP bazaar_queue_depth Messages waiting in the broker, by queue.",
-        "# TYPE bazaar_queue_depth gauge",
+    """Prometheus text format: this process's HTTP metrics and the fleet's figures."""
+    app, now = request.app, time.time()
+    settings = app[SETTINGS]
+    figures, queues, workers = await asyncio.gather(
+        app[JOB_METRICS].read(),
+        queue_view(app[GATEWAY].broker, app[REDIS], settings, now),
+        read_workers(app[REDIS], settings.redis_prefix, now),
+    )
+    families = [
+        *job_families(figures),
+        *queue_families(queues, figures.last_finish, now, settings.stall_seconds),
+        *worker_families(workers),
     ]
-    lines += [f'bazaar_queue_depth{{queue="{q}"}} {n}' for q, n in depths.items()]
-    lines += [
-        "# HELP bazaar_dead_letters Messages dead-lettered by the broker, by queue.",
-        "# TYPE bazaar_dead_letters gauge",
-    ]
-    lines += [f'bazaar_dead_letters{{queue="{q}"}} {n}' for q, n in dead.items()]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
-                        charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(body=exposition(app[HTTP_METRICS], families),
+                        headers={"Content-Type": CONTENT_TYPE,
+                                 "X-Content-Type-Options": "nosniff"})

@@ -1,4 +1,5 @@
-"""The platform's own routes: jobs, their live stream, health, readiness and metrics."""
+"""The platform's own routes: jobs, their live stream, health, readiness, metrics, and
+the operator console's JSON (``web.views.admin``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import msgspec
 from web.routing import Query, Route
 from web.shapes import JobBody, Page
 from web.validation import PAGING
-from web.views import jobs, ops
+from web.views import admin, console, jobs, ops
 
 
 class Health(msgspec.Struct):
@@ -36,4 +37,6 @@ ROUTES = [
       for base in ("", "/api/v1")],
     *[Route("GET", f"{base}/metrics", ops.metrics, "Prometheus metrics", auth="none",
             content_type="text/plain", root=True) for base in ("", "/api/v1")],
+    *admin.ROUTES,
+    *console.ROUTES,
 ]
