@@ -1,50 +1,61 @@
-"""Load generator for ``POST /points/charge``.
+"""Load generator for ``POST /points/charge``, next to plain reference builds and pgbench.
 
-Starts its own web process and Dramatiq workers on a scratch database, then runs:
+On one scratch database and Redis prefix, in one run (DESIGN "Performance targets"):
 
-1. accept: workers stopped, C connections send charges as fast as they can for D
-   seconds (with wrk if installed, else N requests from a Python client); prints
-   accepted/s and the 202 latency percentiles (the door alone).
-2. drain: 2 worker processes start and work off those N jobs; prints completed/s.
-3. steady: workers running, an open-loop load at a fixed rate (default: half the
+1. Bazaar accept: 1 web process, workers stopped; C connections send charges as fast as
+   they can for D seconds (with wrk if installed, else N requests from a Python client),
+   as U users (inserted with their wallets, tokens minted, no HTTP);
+   prints accepted/s, the 202 latency percentiles and the web process's CPU per command
+   (the door alone).
+2. Bazaar drain: 2 worker processes x 8 threads start and work off those jobs; prints
+   completed/s (first ``started_at`` to last ``finished_at``, server clocks).
+3. Bazaar steady: workers running, an open-loop load at a fixed rate (default: half the
    drain rate) for D seconds; prints submit->terminal latency percentiles
    (``finished_at - created_at`` as recorded by the server).
+4. plain door and plain drain (``bench/plain_charge.py``; Bazaar's processes stopped
+   first): phases 1 and 2 again, same users and tokens, same wrk settings and worker
+   shape, on a handler that checks the JWT, validates the body and calls Dramatiq's
+   ``send``, and an actor doing ``points.charge``'s two statements in one transaction.
+   Its drain is first to last commit of its history rows (``clock_timestamp()``).
+5. pgbench, the database's own ceiling, as many clients as worker threads, D seconds:
+   the charge SQL on random users of the seeded wallets, and the one-hot-row coupon SQL
+   (``jobs.coupons.issue_coupon``'s SELECT, INSERT and guarded UPDATE of one coupon,
+   each transaction a fresh user).
 
-Usage: ``python -m bench.charge [--requests N] [--connections C] [--users U] [--rate R]``
+Then a summary: each figure for Bazaar and plain, their ratio and DESIGN's target.
+
+Usage: ``python -m bench.charge [--seconds D] [--connections C] [--users U] [--rate R]
+[--skip-plain] [--skip-pgbench] [--python-client --requests N]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
+import peewee
+import redis
 
-from bench.common import latency_line, machine, scratch_env
+from bench.common import latency_line, machine, percentile, pgbench, scratch_env
+from bench.shop import code_version, insert_users, load, mint_tokens, scalar
 from db.connection import connect_database
 from jobs.clock import utcnow
 from tests.support import Stack
-
-
-async def login_users(base: str, count: int) -> list[str]:
-    """Sign up ``count`` users; their access tokens."""
-    async with aiohttp.ClientSession(base) as s:
-
-        async def one(n: int) -> str:
-            creds = {"username": f"bench_{n}", "password": "password123"}
-            async with s.post("/api/v1/users/signup", json=creds):
-                pass
-            async with s.post("/api/v1/users/login", json=creds) as r:
-                return (await r.json())["access_token"]
-
-        return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
 async def closed_loop(base: str, tokens: list[str], total: int, connections: int,
@@ -107,21 +118,31 @@ request = function()
   return wrk.format("POST", "/api/v1/points/charge", headers, '{"amount":1}')
 end
 """
+WRK_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def wrk_ms(text: str | None) -> float:
+    """A wrk duration (``850.00us``, ``12.34ms``, ``1.02s``) in milliseconds."""
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text or "")
+    return float(found.group(1)) * WRK_MS[found.group(2)] if found else math.nan
 
 
 def wrk_loop(base: str, tokens: list[str], seconds: float, connections: int) -> tuple:
-    """The accept phase with wrk (C, one thread), which costs the server's CPU far less."""
+    """The accept phase with wrk (C, one thread), which costs the server's CPU far less:
+    (2xx answers, seconds, percentiles ``{"50": "1.2ms", ...}``, what went wrong or "")."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % ", ".join(f'"{t}"' for t in tokens))
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", script.name,
          base], capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
-    total = int(re.search(r"(\d+) requests in", out).group(1))
+    total, took = re.search(r"(\d+) requests in (\S+?),", out).groups()
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    sockets = re.search(r"Socket errors: (.*)", out)
+    wrong = "; ".join(([f"{errors.group(1)} non-2xx answers"] if errors else [])
+                      + ([f"socket errors: {sockets.group(1)}"] if sockets else []))
     pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
-    return total - int(errors.group(1) if errors else 0), rate, pct
+    return int(total) - int(errors.group(1) if errors else 0), wrk_ms(took) / 1000, pct, wrong
 
 
 def session_cpu(session_id: int) -> float:
@@ -171,76 +192,289 @@ def server_latencies(database, since) -> list[float]:
     return [float(r[0]) for r in rows]
 
 
-def work_rate(database) -> tuple[int, float]:
-    """Jobs finished and the span from the first start to the last finish (server clocks)."""
+# -- one build's door and drain ------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """What one build measured (NaN: not measured)."""
+
+    door: float = math.nan  # accepted/s
+    door_p99_ms: float = math.nan
+    door_cpu_ms: float = math.nan  # web process CPU per accepted command
+    drain: float = math.nan  # completed/s
+    worker_cpu_ms: float = math.nan  # worker CPU per job, start-up included
+    steady_ms: tuple[float, float] = (math.nan, math.nan)  # submit->terminal p50, p99
+
+
+def accept(args: argparse.Namespace, base: str, tokens: list[str], web: int,
+           recorded: Callable[[], int], figures: Figures) -> int:
+    """The accept phase against ``base`` (workers stopped); the commands it recorded."""
+    web_cpu = session_cpu(web)
+    if shutil.which("wrk") and not args.python_client:
+        accepted, seconds, pct, wrong = wrk_loop(base, tokens, args.seconds, args.connections)
+        print(f"accept (wrk, {args.connections} connections, {seconds:.1f}s): "
+              f"{accepted} accepted = {accepted / seconds:,.0f}/s; 202 latency "
+              f"p50={pct.get('50')} p90={pct.get('90')} p99={pct.get('99')}"
+              + (f"; {wrong}" if wrong else ""))
+        figures.door_p99_ms = wrk_ms(pct.get("99"))
+    else:
+        seconds, latencies, statuses = asyncio.run(
+            closed_loop(base, tokens, args.requests, args.connections))
+        accepted = statuses.get(202, 0)
+        print(f"accept (python client): {accepted} accepted in {seconds:.2f}s = "
+              f"{accepted / seconds:,.0f}/s (statuses {statuses})")
+        print("  " + latency_line("202 latency", latencies))
+        figures.door_p99_ms = 1000 * percentile(sorted(latencies), 99)
+    figures.door = accepted / seconds
+    time.sleep(0.5)  # let the requests in flight when the client stopped land
+    count = recorded()  # includes answers the client gave up waiting for
+    web_cpu = session_cpu(web) - web_cpu
+    figures.door_cpu_ms = 1000 * web_cpu / count
+    print(f"  door CPU: {web_cpu:.2f} s for {count} commands = "
+          f"{figures.door_cpu_ms:.3f} ms per command")
+    return count
+
+
+def report_drain(database: peewee.Database, offsets: str, worker: int, figures: Figures,
+                 clocks: str) -> None:
+    """Print and keep the drain rate and the workers' CPU per job; ``offsets`` selects each
+    job's finish, in seconds after the drain's start."""
     with database.connection_context():
-        count, span = database.execute_sql(
-            "SELECT count(*), EXTRACT(EPOCH FROM max(finished_at) - min(started_at)) FROM jobs"
-        ).fetchone()
-    return count, float(span)
+        finished = sorted(float(t) for (t,) in database.execute_sql(offsets))
+    done, span = len(finished), finished[-1]
+    figures.drain = done / span
+    worker_cpu = session_cpu(worker)
+    figures.worker_cpu_ms = 1000 * worker_cpu / done
+    per_second = Counter(int(t) for t in finished)
+    print(f"drain: {done} jobs completed in {span:.2f}s = {figures.drain:,.0f}/s ({clocks})")
+    print("  completed in each second: "
+          + " ".join(str(per_second[n]) for n in range(int(span) + 1)))
+    print(f"  worker CPU (start-up included): {worker_cpu:.2f} s = "
+          f"{figures.worker_cpu_ms:.3f} ms per job")
+
+
+def run_bazaar(args: argparse.Namespace, env: dict[str, str],
+               database: peewee.Database) -> tuple[Figures, list[str]]:
+    """Phases 1-3 on Bazaar's processes; the figures and the users' tokens."""
+    stack, figures = Stack(env), Figures()
+    try:
+        tokens = mint_tokens(env, insert_users(database, "bench_", args.users, 0))
+        stack.start_web()
+        base = stack.api.base
+        print(f"\n== Bazaar: 1 web process; {args.worker_processes} worker processes x "
+              f"{args.worker_threads} threads; load generator: 1 process, "
+              f"{args.connections} connections, {args.users} users; load {load()} ==")
+        accepted = accept(args, base, tokens, stack.procs["web"].pid, lambda: job_count(database),
+                          figures)
+        stack.start_worker(processes=args.worker_processes, threads=args.worker_threads)
+        wait_drained(database, accepted)
+        report_drain(database, "SELECT EXTRACT(EPOCH FROM finished_at - min(started_at) OVER ())"
+                     " FROM jobs", stack.procs["worker"].pid, figures,
+                     "first start to last finish, server clocks")
+
+        rate = args.rate or max(50.0, figures.drain / 2)
+        since = utcnow()
+        statuses = asyncio.run(open_loop(base, tokens, rate, args.seconds))
+        sent = sum(statuses.values())
+        wait_drained(database, job_count(database))
+        print(f"steady: {sent} charges at {rate:,.0f}/s for {args.seconds:.0f}s "
+              f"(statuses {statuses})")
+        latencies = sorted(server_latencies(database, since))
+        print("  " + latency_line("submit->terminal", latencies))
+        figures.steady_ms = (1000 * percentile(latencies, 50), 1000 * percentile(latencies, 99))
+    finally:
+        stack.stop()
+    return figures, tokens
+
+
+class PlainStack(Stack):
+    """``bench/plain_charge.py``'s processes, each in a session of its own like Bazaar's."""
+
+    def start_web(self) -> None:
+        """Start the plain web process and wait until it answers."""
+        self._spawn("web", [sys.executable, "-m", "bench.plain_charge", "web"],
+                    PORT=str(self.port))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the plain web process did not start; see its log")
+
+    def start_worker(self, name: str = "worker", processes: int = 2, threads: int = 8) -> None:
+        """Start the plain actor's Dramatiq workers."""
+        self._spawn(name, [sys.executable, "-m", "bench.plain_charge", "worker"],
+                    WORKER_PROCESSES=str(processes), WORKER_THREADS=str(threads))
+
+
+def plain_rows(database: peewee.Database) -> int:
+    """The plain actor's history rows."""
+    return scalar(database, "SELECT count(*) FROM point_history WHERE ref = 'plain'")
+
+
+def run_plain(args: argparse.Namespace, env: dict[str, str], database: peewee.Database,
+              tokens: list[str]) -> Figures:
+    """Phases 1 and 2 on the plain reference."""
+    namespace = f"{env['REDIS_PREFIX']}-plain:dramatiq"  # under the scratch prefix
+    stack, figures = PlainStack({**env, "PLAIN_NAMESPACE": namespace}), Figures()
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        stack.start_web()
+        print(f"\n== plain: 1 web process; {args.worker_processes} worker processes x "
+              f"{args.worker_threads} threads; same users and tokens; load {load()} ==")
+        queued = accept(args, stack.api.base, tokens, stack.procs["web"].pid,
+                        lambda: client.hlen(f"{namespace}:plain.msgs"), figures)
+        stack.start_worker(processes=args.worker_processes, threads=args.worker_threads)
+        deadline = time.perf_counter() + 300
+        while (done := plain_rows(database)) < queued:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"plain: only {done}/{queued} rows after 300s; see its log")
+            time.sleep(0.05)
+        report_drain(database, "SELECT EXTRACT(EPOCH FROM created_at - min(created_at) OVER ())"
+                     " FROM point_history WHERE ref = 'plain'", stack.procs["worker"].pid,
+                     figures, "first to last commit, server clocks")
+    finally:
+        stack.stop()
+        client.close()
+    return figures
+
+
+# -- pgbench: the database's own ceiling ---------------------------------------------------
+
+CHARGE_SQL = """\\set uid random(:first, :last)
+BEGIN;
+UPDATE point_wallets SET balance = balance + 1, held = held - 0, updated_at = now()
+  WHERE user_id = :uid AND balance <= 9999999 RETURNING balance \\gset
+INSERT INTO point_history (user_id, type, amount, balance_after, ref, created_at)
+  VALUES (:uid, 'CHARGE', 1, :balance, 'pgbench', now());
+COMMIT;
+"""
+COUPON_SQL = """BEGIN;
+SELECT "t1"."id", "t1"."name", "t1"."discount_type", "t1"."discount_value", "t1"."stock",
+  "t1"."issued", "t1"."starts_at", "t1"."ends_at", "t1"."created_at"
+  FROM "coupons" AS "t1" WHERE ("t1"."id" = :coupon) LIMIT 1;
+INSERT INTO "user_coupons" ("user_id", "coupon_id", "used", "expires_at", "created_at")
+  VALUES (nextval('pgbench_coupon_users'), :coupon, false, now() + interval '1 day', now())
+  RETURNING "user_coupons"."id";
+UPDATE "coupons" SET "issued" = ("coupons"."issued" + 1)
+  WHERE (("coupons"."id" = :coupon) AND ("coupons"."issued" < "coupons"."stock"));
+COMMIT;
+"""
+
+
+def run_pgbench(args: argparse.Namespace, env: dict[str, str],
+                database: peewee.Database) -> tuple[float, float]:
+    """The charge SQL, then the one-hot-row coupon SQL; their tx/s."""
+    dbname = env["DATABASE_URL"].rsplit("/", 1)[1]
+    clients = args.worker_processes * args.worker_threads
+    print(f"\n== pgbench: {clients} clients, 2 threads, {args.seconds:.0f}s each, simple "
+          f"protocol; load {load()} ==")
+    with database.connection_context():
+        first, last, count = database.execute_sql(
+            "SELECT min(w.user_id), max(w.user_id), count(*) FROM point_wallets w "
+            "JOIN users u ON u.id = w.user_id WHERE u.username LIKE 'bench\\_%%'").fetchone()
+    if count != last - first + 1:
+        raise SystemExit(f"pgbench: the bench users' ids {first}..{last} have gaps")
+    charge = pgbench(dbname, CHARGE_SQL, args.seconds, clients, first=first, last=last)
+    print(f"charge SQL (UPDATE ... RETURNING + INSERT, {count} random users): "
+          f"{charge.tps:,.0f} tx/s, latency average {charge.latency_ms:.2f} ms"
+          + (f"; {charge.error}" if charge.error else ""))
+
+    # Every issue is a new (user, coupon): one fresh user per transaction, from a sequence.
+    users = int(charge.tps * args.seconds * 1.5) if charge.tps > 0 else 200_000
+    with database.connection_context():
+        first, last = database.execute_sql(
+            "WITH u AS (INSERT INTO users (username, password_hash, phone_verified, is_artist,"
+            " is_admin, created_at) SELECT 'pgbench_' || g, 'x', false, false, false, now()"
+            " FROM generate_series(1, %s) g RETURNING id) SELECT min(id), max(id) FROM u",
+            (users + 1000,)).fetchone()
+        database.execute_sql(f"CREATE SEQUENCE pgbench_coupon_users MINVALUE {first} "
+                             f"MAXVALUE {last}")
+        coupon = database.execute_sql(
+            "INSERT INTO coupons (name, discount_type, discount_value, stock, issued, starts_at,"
+            " ends_at, created_at) VALUES ('pgbench hot coupon', 'FIXED', 1000, 2000000000, 0,"
+            " now() - interval '1 day', now() + interval '1 day', now()) RETURNING id"
+        ).fetchone()[0]
+    hot = pgbench(dbname, COUPON_SQL, args.seconds, clients, coupon=coupon)
+    issued = scalar(database, "SELECT issued FROM coupons WHERE id = %s", (coupon,))
+    print(f"coupon SQL, one hot row (SELECT + INSERT + guarded UPDATE): {hot.tps:,.0f} tx/s, "
+          f"latency average {hot.latency_ms:.2f} ms; {issued:,} issued"
+          + (f"; {hot.error}" if hot.error else ""))
+    return charge.tps, hot.tps
+
+
+# -- summary -------------------------------------------------------------------------------
+
+
+def summary(args: argparse.Namespace, bazaar: Figures, plain: Figures,
+            ceiling: tuple[float, float]) -> None:
+    """Each figure for Bazaar and plain, their ratio and DESIGN's target; pgbench's."""
+    print(f"\n== summary: Bazaar vs plain, same run (load {load()}) ==")
+    print(f"{'figure':<42}{'Bazaar':>10}{'plain':>10}{'Bazaar/plain':>14}  target")
+
+    def row(label: str, mine: float | str, theirs: float, target: str = "",
+            fmt: str = "{:,.0f}") -> None:
+        ratio = math.nan if isinstance(mine, str) or not theirs else mine / theirs
+        cells = [v if isinstance(v, str) else "-" if math.isnan(v) else fmt.format(v)
+                 for v in (mine, theirs, ratio)]
+        if not math.isnan(ratio):
+            cells[2] = f"{ratio:.2f}"
+        print(f"{label:<42}{cells[0]:>10}{cells[1]:>10}{cells[2]:>14}  {target}".rstrip())
+
+    def verdict(ok: bool, *figures: float) -> str:
+        return "n/a" if any(math.isnan(f) for f in figures) else "met" if ok else "MISSED"
+
+    door_ok = bazaar.door >= 1.5 * plain.door and bazaar.door_p99_ms <= 25
+    row(f"door: accepted/s ({args.connections} connections)", bazaar.door, plain.door,
+        f">= 1.5x plain, p99 <= 25 ms: {verdict(door_ok, plain.door)}")
+    row("door: 202 p99 (ms)", bazaar.door_p99_ms, plain.door_p99_ms, "", "{:.1f}")
+    row("door: web CPU per request (ms)", bazaar.door_cpu_ms, plain.door_cpu_ms, "", "{:.3f}")
+    row(f"drain: completed/s ({args.worker_processes} x {args.worker_threads})", bazaar.drain,
+        plain.drain, f">= 0.8x plain: {verdict(bazaar.drain >= 0.8 * plain.drain, plain.drain)}")
+    row("drain: worker CPU per job (ms)", bazaar.worker_cpu_ms, plain.worker_cpu_ms, "",
+        "{:.3f}")
+    p50, p99 = bazaar.steady_ms
+    row("steady: submit->terminal p50 / p99 (ms)", f"{p50:.0f} / {p99:.0f}", math.nan,
+        f"p50 <= 15, p99 <= 100: {verdict(p50 <= 15 and p99 <= 100, p50)}")
+    charge, hot = ceiling
+    if not math.isnan(charge):
+        print(f"database ceiling (pgbench, {args.worker_processes * args.worker_threads} clients, "
+              f"{args.seconds:.0f}s): charge SQL {charge:,.0f} tx/s (Bazaar's drain is "
+              f"{bazaar.drain / charge:.2f} of it, plain's {plain.drain / charge:.2f}); "
+              f"one-hot-row coupon SQL {hot:,.0f} tx/s")
 
 
 def main() -> None:
-    """Run the three phases and print the figures."""
+    """Run every phase and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=10, help="each timed phase")
+    parser.add_argument("--requests", type=int, default=20_000, help="python client only")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--worker-processes", type=int, default=2)
     parser.add_argument("--worker-threads", type=int, default=8)
     parser.add_argument("--rate", type=float, default=None, help="steady phase rate (/s)")
-    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--python-client", action="store_true", help="don't use wrk")
+    parser.add_argument("--skip-plain", action="store_true", help="no plain reference build")
+    parser.add_argument("--skip-pgbench", action="store_true", help="no pgbench ceiling")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on a plain kill too
     print(f"machine: {machine()}")
+    print(f"code: {code_version()}")
     with scratch_env(DB_POOL_SIZE="16") as env:
-        stack = Stack(env)
         database = connect_database(env["DATABASE_URL"], 4)
         try:
-            stack.start_web()
-            base = stack.api.base
-            tokens = asyncio.run(login_users(base, args.users))
-            print(f"processes: 1 web; {args.worker_processes} worker processes x "
-                  f"{args.worker_threads} threads; load generator: 1 process, "
-                  f"{args.connections} connections, {args.users} users")
-
-            web_cpu = session_cpu(stack.procs["web"].pid)
-            if shutil.which("wrk") and not args.python_client:
-                accepted, rate, pct = wrk_loop(base, tokens, args.seconds, args.connections)
-                print(f"accept (wrk, {args.connections} connections, {args.seconds:.0f}s): "
-                      f"{accepted} accepted = {rate:,.0f}/s; 202 latency p50={pct.get('50')} "
-                      f"p90={pct.get('90')} p99={pct.get('99')}")
-            else:
-                seconds, latencies, statuses = asyncio.run(
-                    closed_loop(base, tokens, args.requests, args.connections))
-                accepted = statuses.get(202, 0)
-                print(f"accept (python client): {accepted} accepted in {seconds:.2f}s = "
-                      f"{accepted / seconds:,.0f}/s (statuses {statuses})")
-                print("  " + latency_line("202 latency", latencies))
-
-            accepted = job_count(database)  # includes answers the client gave up waiting for
-            web_cpu = session_cpu(stack.procs["web"].pid) - web_cpu
-            print(f"  door CPU: {web_cpu:.2f} s for {accepted} commands = "
-                  f"{1000 * web_cpu / accepted:.3f} ms per command")
-            stack.start_worker(processes=args.worker_processes, threads=args.worker_threads)
-            wait_drained(database, accepted)
-            worker_cpu = session_cpu(stack.procs["worker"].pid)
-            done, span = work_rate(database)
-            print(f"drain: {done} jobs completed in {span:.2f}s = {done / span:,.0f}/s "
-                  "(first start to last finish, server clocks)")
-            print(f"  worker CPU (start-up included): {worker_cpu:.2f} s = "
-                  f"{1000 * worker_cpu / done:.3f} ms per job")
-
-            rate = args.rate or max(50.0, done / span / 2)
-            since = utcnow()
-            statuses = asyncio.run(open_loop(base, tokens, rate, args.seconds))
-            sent = sum(statuses.values())
-            wait_drained(database, job_count(database))
-            print(f"steady: {sent} charges at {rate:,.0f}/s for {args.seconds:.0f}s "
-                  f"(statuses {statuses})")
-            print("  " + latency_line("submit->terminal", server_latencies(database, since)))
+            bazaar, tokens = run_bazaar(args, env, database)
+            plain = Figures() if args.skip_plain else run_plain(args, env, database, tokens)
+            ceiling = (math.nan, math.nan)
+            if not args.skip_pgbench and shutil.which("pgbench"):
+                ceiling = run_pgbench(args, env, database)
+            elif not args.skip_pgbench:
+                print("\nno pgbench on PATH: the database's ceiling is not measured")
+            summary(args, bazaar, plain, ceiling)
         finally:
-            stack.stop()
             database.close_all()
 
 

@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import os
 import platform
+import re
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 import psycopg2
 import redis
@@ -87,3 +90,37 @@ async def open_loop(total: int, rate: float, one: Callable[[int], Awaitable[None
         await asyncio.sleep(max(0.0, began + n / rate - time.perf_counter()))
         tasks.append(asyncio.create_task(one(n)))
     await asyncio.gather(*tasks)
+
+
+@dataclass
+class Pgbench:
+    """What one pgbench run reported."""
+
+    tps: float
+    latency_ms: float  # the average
+    transactions: int
+    error: str  # the first error pgbench printed (an aborted client), or ""
+
+
+def pgbench(dbname: str, script: str, seconds: float, clients: int, threads: int = 2,
+            **variables: int) -> Pgbench:
+    """Run ``script`` (pgbench's own language) on database ``dbname``: ``-n -c clients
+    -j threads -T seconds`` and ``-D name=value`` for each variable."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+    argv = ["pgbench", "-h", PG["host"], "-U", PG["user"], "-n", f"-c{clients}", f"-j{threads}",
+            f"-T{max(1, round(seconds))}", "-f", f.name,
+            *(f"-D{name}={value}" for name, value in variables.items()), dbname]
+    try:
+        run = subprocess.run(argv, capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+
+    def number(pattern: str) -> float:
+        found = re.search(pattern, run.stdout, re.M)
+        return float(found.group(1)) if found else float("nan")
+
+    done = re.search(r"actually processed: (\d+)", run.stdout)
+    errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+    return Pgbench(number(r"^tps = ([\d.]+)"), number(r"latency average = ([\d.]+)"),
+                   int(done.group(1)) if done else 0, errors[0] if errors else "")
