@@ -39,6 +39,43 @@ class PostgresPool(PooledPostgresqlDatabase):
     def _is_closed(self, conn) -> bool:
         return bool(conn.closed)
 
+    # BEGIN travels with the transaction's first statement ("BEGIN; UPDATE ..."): one
+    # round trip less per transaction. A transaction that sends nothing sends neither
+    # BEGIN nor COMMIT.
+
+    def begin(self, isolation_level=None) -> None:
+        """Start a transaction with its first statement."""
+        if isolation_level is not None or self._isolation_level:
+            super().begin(isolation_level)
+        else:
+            self._state.deferred_begin = True
+
+    def execute_sql(self, sql, params=None):
+        """Run ``sql``, opening the deferred transaction first if one is pending."""
+        state = self._state
+        if getattr(state, "deferred_begin", False):
+            state.deferred_begin = False
+            sql = "BEGIN; " + sql
+        return super().execute_sql(sql, params)
+
+    def commit(self) -> None:
+        """Commit (nothing to do if the transaction never sent a statement)."""
+        if not self._unsent():
+            super().commit()
+
+    def rollback(self) -> None:
+        """Roll back (nothing to do if the transaction never sent a statement)."""
+        if not self._unsent():
+            super().rollback()
+
+    def _unsent(self) -> bool:
+        """True -- and forget it -- if a transaction was begun but never sent."""
+        state = self._state
+        if getattr(state, "deferred_begin", False):
+            state.deferred_begin = False
+            return True
+        return False
+
 
 def make_database(url: str, pool_size: int = 16) -> peewee.Database:
     """Create (but do not open) the database named by ``url``."""

@@ -63,33 +63,49 @@ def record_job(
     raise DomainError("INTERNAL_ERROR", "could not record the job")
 
 
+_RECORD_MANY = (
+    "INSERT INTO jobs (id, user_id, type, status, payload, request_hash, error, attempts,"
+    " sent, created_at, finished_at)"
+    " SELECT c.id, c.user_id, c.type, CASE WHEN c.error IS NULL THEN 'queued' ELSE 'failed' END,"
+    " c.payload, c.hash, c.error, 0, c.error IS NOT NULL, %s,"
+    " CASE WHEN c.error IS NULL THEN NULL ELSE %s::timestamp END"
+    " FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
+    " AS c(id, user_id, type, payload, hash, error)"
+)
+
+
 def record_jobs(
     commands: list[tuple[uuid.UUID, int, str, dict[str, Any], dict | None]], now: datetime
 ) -> list[Job]:
-    """Record many keyless commands ``(id, user_id, type, payload, error)`` in one statement.
+    """Record many keyless commands ``(id, user_id, type, payload, error)`` in one statement
+    (atomic by itself: no transaction around it).
 
     A command with an ``error`` was refused before it could run (at the door): it is
     recorded already ``failed``, and is never sent.
     """
-    rows = [
-        {
-            "id": job_id,
-            "user_id": user_id,
-            "type": job_type,
-            "status": JobStatus.FAILED if error else JobStatus.QUEUED,
-            "payload": payload,
-            "request_hash": request_hash(job_type, payload),
-            "error": error,
-            "attempts": 0,
-            "sent": bool(error),
-            "created_at": now,
-            "finished_at": now if error else None,
-        }
+    jobs = [
+        Job(id=job_id, user=user_id, type=job_type,
+            status=JobStatus.FAILED if error else JobStatus.QUEUED, payload=payload,
+            request_hash=request_hash(job_type, payload), error=error, attempts=0,
+            sent=bool(error), created_at=now, finished_at=now if error else None)
         for job_id, user_id, job_type, payload, error in commands
     ]
-    with database.atomic():
-        Job.insert_many(rows).execute()
-    return [Job(**row) for row in rows]
+    if is_postgres():
+        columns = (
+            [str(job.id) for job in jobs], [job.user_id for job in jobs],
+            [job.type for job in jobs], [_json(job.payload) for job in jobs],
+            [job.request_hash for job in jobs],
+            [None if job.error is None else _json(job.error) for job in jobs],
+        )
+        execute(_RECORD_MANY, (now, now, *columns))
+    else:
+        with database.atomic():
+            Job.bulk_create(jobs)
+    return jobs
+
+
+def _json(value: Any) -> str:
+    return Job.payload.db_value(value)
 
 
 def _claim_key(user_id: int, key: str, digest: str, now: datetime) -> Job | None:
@@ -112,6 +128,10 @@ def mark_sent(job_ids: list[uuid.UUID | str]) -> int:
     """Note that these jobs' messages reached the broker."""
     if not job_ids:
         return 0
+    if is_postgres():
+        cursor = execute("UPDATE jobs SET sent = true WHERE id = ANY(%s::uuid[]) AND NOT sent",
+                         ([str(job_id) for job_id in job_ids],))
+        return cursor.rowcount
     return Job.update(sent=True).where(Job.id.in_(job_ids) & ~Job.sent).execute()
 
 
@@ -130,18 +150,22 @@ def jobs_to_resend(now: datetime, older_than: timedelta, limit: int) -> list:
     return [(job.id, job.type) for job in query.order_by(Job.created_at).limit(limit)]
 
 
-# Every status change takes the next value of the job event sequence, in the same
-# UPDATE: ``GET /jobs/events`` replays "every job changed since id N" from it.
+# A terminal status change takes the next value of the job event sequence, in the same
+# UPDATE: ``GET /jobs/events`` replays "every job changed since id N" from it. The
+# delivery count is the larger of the row's own count and the one the worker was given
+# (kept outside the transaction, so a delivery that died mid-job is still counted).
 _NEXT_SEQ = {True: "nextval('job_event_seq')",
              False: "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)"}
+_DELIVERIES = "CASE WHEN attempts + %s > %s THEN attempts + %s ELSE %s END"
 _START = (
-    "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
-    " started_at = COALESCE(started_at, %s), seq = {seq}"
+    "UPDATE jobs SET status = 'running', attempts = " + _DELIVERIES + ","
+    " started_at = COALESCE(started_at, %s)"
     " WHERE id = %s AND status IN ('queued', 'running')"
     " RETURNING id, user_id, type, payload, created_at, attempts, started_at"
 )
 _FINISH = (
-    "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s, seq = {seq}"
+    "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s, seq = {seq},"
+    " attempts = " + _DELIVERIES +
     " WHERE id = %s AND status NOT IN ('succeeded', 'failed')"
     " RETURNING user_id, type, created_at, started_at, attempts, seq"
 )
@@ -151,9 +175,12 @@ def _with_seq(sql: str) -> str:
     return sql.replace("{seq}", _NEXT_SEQ[is_postgres()])
 
 
-def start_job(job_id: uuid.UUID | str, now: datetime) -> Job | None:
-    """Mark a job running and count the delivery; None if it is unknown or already terminal."""
-    row = execute(_with_seq(_START), (now, Job.id.db_value(job_id))).fetchone()
+def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job | None:
+    """Mark a job running and count the delivery (at least ``delivery``, the worker's
+    count); None if it is unknown or already terminal. Inside the job's transaction, this
+    row lock is the delivery's lease: another delivery waits, then finds it terminal."""
+    params = (1, delivery, 1, delivery, now, Job.id.db_value(job_id))
+    row = execute(_START, params).fetchone()
     if row is None:
         return None
     return Job(
@@ -174,14 +201,16 @@ def finish_job(
     *,
     result: dict | None = None,
     error: dict | None = None,
-) -> bool:
-    """Make a job terminal (succeeded with ``result`` or failed with ``error``), once.
+    delivery: int = 0,
+) -> Job | None:
+    """Make a job terminal (succeeded with ``result`` or failed with ``error``), once,
+    counting at least ``delivery`` deliveries.
 
     Returns the terminal job, or None if it already was terminal.
     """
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
     params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
-              Job.id.db_value(job_id))
+              0, delivery, 0, delivery, Job.id.db_value(job_id))
     row = execute(_with_seq(_FINISH), params).fetchone()
     if row is None:
         return None

@@ -168,7 +168,8 @@ def test_transient_fault_is_raised_for_retry_then_fails(job, rt, monkeypatch):
     monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: 0)
     with pytest.raises(peewee.OperationalError):
         lifecycle.execute_job(str(job.id), charging(then=flaky))
-    assert Job.get_by_id(job.id).status == "running"
+    # (the start rolled back with the rest; the delivery was counted outside it)
+    assert Job.get_by_id(job.id).status == "queued"
     monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: rt.settings.job_max_retries)
     assert lifecycle.execute_job(str(job.id), charging(then=flaky)) == "failed"
     stored = Job.get_by_id(job.id)
@@ -201,6 +202,21 @@ def test_a_job_that_keeps_killing_workers_is_given_up(job, rt):
     assert outcome == "failed"
     assert Job.get_by_id(job.id).error["code"] == "INTERNAL_ERROR"
     assert points.balance(job.user_id) == {"balance": 0, "held": 0}
+
+
+def test_deliveries_that_died_inside_their_transaction_still_count(job, rt):
+    # Given deliveries that each died mid-job: counted, their transactions rolled back
+    for _ in range(rt.settings.job_max_deliveries):
+        rt.publisher.count_delivery(str(job.id))
+    assert Job.get_by_id(job.id).attempts == 0
+    # When it is delivered once more, then it is given up, and counted as delivered
+    assert lifecycle.execute_job(str(job.id), CHARGE) == "failed"
+    stored = Job.get_by_id(job.id)
+    assert stored.error["message"] == "gave up after repeated deliveries"
+    assert stored.attempts == rt.settings.job_max_deliveries + 1
+    assert points.balance(job.user_id) == {"balance": 0, "held": 0}
+    # ... and the count is forgotten once the job is terminal
+    assert not rt.redis.hexists(f"{rt.settings.redis_prefix}:deliveries", str(job.id))
 
 
 def test_outcomes_are_counted_for_metrics(job, rt):

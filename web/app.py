@@ -143,6 +143,7 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
+        await app[TOKENS].follow(hub)
         await gateway.start()
         yield
         await gateway.stop()

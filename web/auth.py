@@ -1,13 +1,21 @@
 """JWT access and refresh tokens, rotation, and logout by revoking the session.
 
 Every token carries ``sid``, the login session it belongs to. Logout revokes the
-session in Redis for as long as any of its tokens could still be valid, so both the
-access and the refresh token are refused. Refreshing marks the presented refresh
-token's ``jti`` as used (atomically), so an old refresh token is refused.
+session for as long as any of its tokens could still be valid, so both the access and
+the refresh token are refused. Refreshing marks the presented refresh token's ``jti``
+as used (atomically), so an old refresh token is refused.
+
+Revoked sessions live in Redis (a sorted set of ``sid`` by expiry: the truth), and in
+the memory of every web process, so checking a token costs no round trip: a
+revocation is published on the live hub and reaches every process. A process reads
+the whole set at start-up and again after any gap in its hub connection; until then,
+and while the hub is disconnected, it asks Redis on each request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 import uuid
@@ -17,8 +25,14 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from jobs.errors import DomainError
+from jobs.platform import Event
+from web.hub import LiveHub
+from workers.events import encode_event, live_channel
 
+log = logging.getLogger(__name__)
 ALGORITHM = "HS256"
+VERIFIED_CACHE = 100_000  # access tokens whose signature was checked, per process
+SESSION_TOPIC = "session.revoked"
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
@@ -38,6 +52,12 @@ class Tokens:
         self.refresh_ttl = refresh_ttl
         self.redis = client
         self.prefix = prefix
+        self.revoked_key = f"{prefix}:auth:revoked"
+        self._revoked: dict[str, float] = {}  # sid -> when its last token expires
+        self._hub: LiveHub | None = None
+        self._synced = False  # the memory holds every revocation (else: ask Redis)
+        self._loading: asyncio.Task | None = None
+        self._verified: dict[str, dict] = {}  # access token -> its claims
 
     def issue(self, user_id: int, sid: str | None = None) -> dict:
         """A new access + refresh pair for ``user_id`` in session ``sid`` (new if None)."""
@@ -64,7 +84,15 @@ class Tokens:
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def decode(self, token: str, typ: str) -> dict:
-        """Verified claims of a ``typ`` token; 401 ``TOKEN_EXPIRED`` or ``INVALID_TOKEN``."""
+        """Verified claims of a ``typ`` token; 401 ``TOKEN_EXPIRED`` or ``INVALID_TOKEN``.
+
+        An access token's signature is checked once per process: a client sends the
+        same token for its lifetime, and the same string always verifies the same way
+        (its expiry is checked on every use).
+        """
+        known = self._verified.get(token)
+        if known is not None and known["typ"] == typ and time.time() < known["exp"]:
+            return known
         if not token.isascii():  # (a header's non-UTF-8 bytes arrive as surrogates)
             raise DomainError("INVALID_TOKEN", "the token is not valid")
         try:
@@ -81,6 +109,10 @@ class Tokens:
         sub = claims.get("sub")
         if claims.get("typ") != typ or not (isinstance(sub, str) and _DIGITS.fullmatch(sub)):
             raise DomainError("INVALID_TOKEN", f"an {typ} token is required")
+        if typ == "access" and isinstance(claims["exp"], int | float):
+            if len(self._verified) >= VERIFIED_CACHE:
+                self._verified.clear()
+            self._verified[token] = claims
         return claims
 
     def issue_queue_token(self, user_id: int, concert_id: int, ttl: int = 86_400) -> str:
@@ -90,17 +122,63 @@ class Tokens:
                   "typ": "queue", "jti": uuid.uuid4().hex, "iat": now, "exp": now + ttl}
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
-    def _revoked_key(self, sid: str) -> str:
-        return f"{self.prefix}:auth:revoked:{sid}"
+    async def follow(self, hub: LiveHub) -> None:
+        """Hold revocations in memory: read them all, then follow the hub (re-reading
+        after each gap). Without this, every check asks Redis."""
+        self._hub = hub
+        hub.listen(SESSION_TOPIC, "", self._on_event)
+
+        async def load_once_subscribed() -> None:  # (nothing published can slip between)
+            await hub.connected.wait()
+            await self._load()
+
+        self._loading = asyncio.get_running_loop().create_task(load_once_subscribed())
+
+    def _on_event(self, event: Event | None) -> None:
+        if event is None:  # the hub was away: what was published meanwhile is missed
+            self._synced = False
+            if self._loading is None or self._loading.done():
+                self._loading = asyncio.get_running_loop().create_task(self._load())
+            return
+        self._revoked[event.data["sid"]] = event.data["until"]
+
+    async def _load(self) -> None:
+        try:
+            rows = await self.redis.zrangebyscore(self.revoked_key, time.time(), "+inf",
+                                                  withscores=True)
+        except Exception as e:  # Redis is away: checks keep asking it, as before
+            log.warning("could not read revoked sessions", extra={"reason": repr(e)})
+            return
+        now = time.time()  # merged: an event may have overtaken this answer
+        held = {sid: until for sid, until in self._revoked.items() if until > now}
+        held.update(((sid.decode() if isinstance(sid, bytes) else sid), until)
+                    for sid, until in rows)
+        self._revoked = held
+        self._synced = True
 
     async def check_session(self, claims: dict) -> None:
         """Refuse tokens of a logged-out session."""
-        if await self.redis.exists(self._revoked_key(claims["sid"])):
+        sid = claims["sid"]
+        if self._synced and self._hub is not None and self._hub.connected.is_set():
+            revoked = sid in self._revoked
+        else:
+            revoked = await self.redis.zscore(self.revoked_key, sid) is not None
+        if revoked:
             raise DomainError("INVALID_TOKEN", "the session has ended")
 
     async def revoke_session(self, sid: str) -> None:
-        """End a session: every token of it is refused until the longest could expire."""
-        await self.redis.set(self._revoked_key(sid), 1, ex=self.refresh_ttl + 60)
+        """End a session: every token of it is refused until the longest could expire.
+
+        Recorded in Redis first (the truth), then published to every web process."""
+        now = time.time()
+        until = now + self.refresh_ttl + 60
+        event = Event(SESSION_TOPIC, {"sid": sid, "until": until}, key="")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(self.revoked_key, {sid: until})
+        pipe.zremrangebyscore(self.revoked_key, "-inf", now)  # forget what has expired
+        pipe.publish(live_channel(self.prefix, SESSION_TOPIC), encode_event(event))
+        await pipe.execute()
+        self._revoked[sid] = until
 
     async def use_refresh_token(self, claims: dict) -> None:
         """Spend a refresh token once; a second use is ``INVALID_TOKEN``."""

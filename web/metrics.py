@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from workers.events import LATENCY_BUCKETS, JobFigures
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -41,10 +42,20 @@ class HttpMetrics:
             ["route"], buckets=HTTP_BUCKETS, registry=self.registry,
         )
 
+        self._series: dict[tuple[str, str, int], tuple] = {}
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Record one request."""
-        self.requests.labels(method, route, str(status)).inc()
-        self.duration.labels(route).observe(seconds)
+        """Record one request (each series' children are looked up once: ``labels()``
+        takes a lock and builds a key on every call)."""
+        if method not in METHODS:  # (a client may send any token as a method)
+            method = "OTHER"
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = (self.requests.labels(method, route, str(status)),
+                      self.duration.labels(route))
+            self._series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 class Families(Collector):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -92,32 +91,32 @@ def send_job(broker: dramatiq.Broker, job_id: uuid.UUID | str, job_type: str) ->
 
 
 def send_jobs(broker: dramatiq.Broker, jobs: list[tuple[uuid.UUID | str, str]]) -> None:
-    """Enqueue the messages of many recorded jobs, in one Redis round trip when possible.
+    """Enqueue the messages of many recorded jobs in one Redis round trip.
 
-    ``RedisBroker.enqueue`` costs a round trip per message. Here the same ``dispatch``
-    script it runs, with the same arguments, goes through one pipeline. This leans on
-    the broker's script layout, which is why dramatiq is pinned below 3 and why the
-    end-to-end tests consume these messages with real workers.
+    ``RedisBroker.enqueue`` runs its ``dispatch`` script once per message (a round trip,
+    and a Lua call, each). Its ``enqueue`` does two things: store the message in the
+    queue's hash under a fresh redis message id, and push that id on the queue's list.
+    Here a whole batch does the same in two commands inside one MULTI (the hash first,
+    so no consumer can pop an id whose message is not there). This leans on the broker's
+    key layout, which is why dramatiq is pinned below 3 and why the end-to-end tests
+    consume these messages with real workers.
     """
     if not isinstance(broker, RedisBroker):
         for job_id, job_type in jobs:
             send_job(broker, job_id, job_type)
         return
-    dispatch = broker.scripts["dispatch"]
-    pipe = broker.client.pipeline(transaction=False)
+    if not jobs:
+        return
+    bodies = {}
     for job_id, job_type in jobs:
         redis_id = str(uuid.uuid4())
         message = job_message(job_id, job_type).copy(options={"redis_message_id": redis_id})
         broker.emit_before("enqueue", message, None)
-        dispatch(
-            keys=[broker.namespace],
-            args=[
-                "enqueue", int(time.time() * 1000), message.queue_name, broker.broker_id,
-                broker.heartbeat_timeout, broker.dead_message_ttl, 0,
-                broker._max_unpack_size(), redis_id, message.encode(),
-            ],
-            client=pipe,
-        )
+        bodies[redis_id] = message.encode()
+    queue = f"{broker.namespace}:{COMMANDS_QUEUE}"
+    pipe = broker.client.pipeline(transaction=True)
+    pipe.hset(f"{queue}.msgs", mapping=bodies)
+    pipe.rpush(queue, *bodies)
     pipe.execute()
 
 

@@ -8,7 +8,11 @@ round trip as the publish.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -17,6 +21,7 @@ import redis
 
 from jobs.platform import REGISTRY, Event
 
+log = logging.getLogger(__name__)
 TERMINAL_OUTCOMES = frozenset({"succeeded", "failed"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _encode = msgspec.json.Encoder().encode
@@ -55,12 +60,49 @@ def last_finish_key(prefix: str) -> str:
     return f"{prefix}:metrics:last_finish"
 
 
+def deliveries_key(prefix: str) -> str:
+    """Hash of job id -> deliveries of its message so far (a field lives until the job is
+    terminal)."""
+    return f"{prefix}:deliveries"
+
+
+class _Batch:
+    """What some jobs' after-commit notices add up to: one pipeline sends it all."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.counts: Counter[str] = Counter()  # type|outcome
+        self.latency: Counter[str] = Counter()  # type|le
+        self.seconds: Counter[str] = Counter()  # type|sum
+        self.finished: list[str] = []  # job ids now terminal
+        self.last_finish: float | None = None
+
+
 class Publisher:
-    """Publishes committed events and counts job outcomes, in one round trip."""
+    """Publishes committed events and counts job outcomes.
+
+    Synchronously by default: one pipeline per call. A worker process calls
+    :meth:`start`: from then on, calls only queue their notices, and one thread sends
+    whatever has queued up in one pipeline (a burst of jobs shares one round trip and
+    one counter increment per job type, and no job thread waits on it).
+    """
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
+        self._batch = _Batch()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def count_delivery(self, job_id: str) -> int:
+        """Count one more delivery of a job's message; the count so far.
+
+        Counted here, before the job's transaction begins, so that a delivery that kills
+        its worker (whose transaction rolls back) is still counted: a job that keeps
+        doing so is given up after ``JOB_MAX_DELIVERIES``.
+        """
+        return int(self.client.hincrby(deliveries_key(self.prefix), job_id, 1))
 
     def publish(
         self,
@@ -68,21 +110,61 @@ class Publisher:
         job_type: str | None = None,
         outcome: str | None = None,
         latency: float | None = None,
+        job_id: str | None = None,
     ) -> None:
-        """Publish the live ``events``; count a job's ``outcome`` and latency if given."""
+        """Publish the live ``events``; count a job's ``outcome`` and latency if given,
+        and forget the deliveries of a job that is now terminal."""
+        with self._lock:
+            batch = self._batch
+            batch.events += [e for e in events if e.topic in REGISTRY.live_topics]
+            if job_type is not None:
+                batch.counts[f"{job_type}|{outcome}"] += 1
+                if outcome in TERMINAL_OUTCOMES:
+                    batch.last_finish = time.time()
+            if latency is not None:
+                le = next((str(b) for b in LATENCY_BUCKETS if latency <= b), "+Inf")
+                batch.latency[f"{job_type}|{le}"] += 1
+                batch.seconds[f"{job_type}|sum"] += latency
+            if job_id is not None:
+                batch.finished.append(job_id)
+        if self._thread is None:
+            self.flush()
+        else:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Send notices from a thread of their own, batched (see the class notes)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+            self._thread.start()
+            atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as e:  # committed work; a lost notice only delays watchers
+                log.warning("could not publish job events", extra={"reason": repr(e)})
+
+    def flush(self) -> None:
+        """Send what has queued up, in one pipeline."""
+        with self._lock:
+            batch, self._batch = self._batch, _Batch()
         pipe = self.client.pipeline(transaction=False)
-        for event in events:
-            if event.topic in REGISTRY.live_topics:
-                pipe.publish(live_channel(self.prefix, event.topic), encode_event(event))
-        if job_type is not None:
-            pipe.hincrby(counters_key(self.prefix), f"{job_type}|{outcome}", 1)
-            if outcome in TERMINAL_OUTCOMES:
-                pipe.set(last_finish_key(self.prefix), repr(time.time()))
-        if latency is not None:
-            key = latency_key(self.prefix)
-            le = next((str(b) for b in LATENCY_BUCKETS if latency <= b), "+Inf")
-            pipe.hincrby(key, f"{job_type}|{le}", 1)
-            pipe.hincrbyfloat(key, f"{job_type}|sum", latency)
+        for event in batch.events:
+            pipe.publish(live_channel(self.prefix, event.topic), encode_event(event))
+        for field, n in batch.counts.items():
+            pipe.hincrby(counters_key(self.prefix), field, n)
+        for field, n in batch.latency.items():
+            pipe.hincrby(latency_key(self.prefix), field, n)
+        for field, seconds in batch.seconds.items():
+            pipe.hincrbyfloat(latency_key(self.prefix), field, seconds)
+        if batch.last_finish is not None:
+            pipe.set(last_finish_key(self.prefix), repr(batch.last_finish))
+        if batch.finished:
+            pipe.hdel(deliveries_key(self.prefix), *batch.finished)
         if len(pipe):
             pipe.execute()
 

@@ -2,17 +2,20 @@
 
 One delivery of a job message goes:
 
-1. ``start_job``: queued/running -> running, ``attempts += 1`` (committed; counts
-   deliveries, so a job that keeps killing its worker is failed after a few);
-2. the command's ``gate``, if any, before any transaction (it may refuse);
-3. in one transaction: the handler, then the job marked ``succeeded`` only if it is not
-   terminal yet -- the effect and the outcome commit together, and a delivery that
-   loses that conditional update (another delivery finished first) rolls back;
-4. after the commit, and only then: the events the handler emitted go to their
+1. the delivery is counted in Redis (outside any transaction: a delivery that kills
+   its worker still counts, so a job that keeps doing so is given up after
+   ``JOB_MAX_DELIVERIES``);
+2. in one transaction, one commit: ``start_job`` (queued/running -> running; its row
+   lock is the delivery's lease: a second delivery of the same job waits for it, then
+   finds the job terminal and is skipped), the handler, and the job marked
+   ``succeeded`` -- the effect and the outcome commit together. A command with a
+   ``gate`` commits the start first and runs the gate outside any transaction (it may
+   refuse), then the handler in a transaction of its own;
+3. after the commit, and only then: the events the handler emitted go to their
    reactions, then are published (live ones to every web process's hub) together with
    the job's own status event, so a client woken by the outcome finds the reactions
    done (one reading the database in those milliseconds may not);
-5. a refusal (``DomainError``) rolls the effect back, drops its events and fails the job
+4. a refusal (``DomainError``) rolls the effect back, drops its events and fails the job
    with its code; a transient fault is re-raised so Dramatiq retries with backoff, and
    fails the job with ``INTERNAL_ERROR`` once the retries are spent; a bug fails it at
    once. After a committed failure the command's ``give_up`` hook runs.
@@ -28,6 +31,7 @@ import logging
 from typing import Any
 
 import msgspec
+import redis
 from dramatiq.middleware import CurrentMessage
 
 from db.connection import TRANSIENT_ERRORS
@@ -50,51 +54,66 @@ def _may_retry() -> bool:
     return _retries_so_far() < runtime.current().settings.job_max_retries
 
 
+class _GiveUp(Exception):
+    """The delivery cannot run the job (no such command, too many deliveries)."""
+
+
 def execute_job(job_id: str, command: Command | None = None) -> str:
     """Run one delivery of ``job_id`` (through ``command``, else its registered one)."""
     rt = runtime.current()
     extra: dict[str, Any] = {"job_id": job_id}
+    try:
+        delivery = rt.publisher.count_delivery(job_id)
+    except redis.RedisError as e:  # the row's own count still holds
+        log.warning("could not count the delivery", extra=extra | {"reason": repr(e)})
+        delivery = 0
+    job = ctx = payload = finished = None
     with rt.database.connection_context():
-        job = records.start_job(job_id, rt.clock.now())
-        if job is None:
-            log.info("job skipped: unknown or already terminal", extra=extra)
-            rt.publisher.publish((), "unknown", "skipped")
-            return "skipped"
-        extra |= {"job_type": job.type, "user_id": job.user_id, "attempt": job.attempts}
-        ctx = Context(now=rt.clock.now(), services=rt, job=job, user_id=job.user_id)
-        command = command or REGISTRY.commands.get(job.type)
-        if command is None:
-            return _fail(ctx, None, None, "INTERNAL_ERROR", "no such command", extra)
-        if job.attempts > rt.settings.job_max_deliveries:
-            return _fail(ctx, command, None, "INTERNAL_ERROR",
-                         "gave up after repeated deliveries", extra)
-        payload = None
         try:
-            payload = command.decode(job.payload)
-            if command.gate is not None:
-                command.gate(ctx, payload)
             with rt.database.atomic() as transaction:
-                result = command.handler(ctx, payload)
-                finished = records.finish_job(job_id, rt.clock.now(), result=result)
-                if finished is None:
+                job = records.start_job(job_id, rt.clock.now(), delivery)
+                if job is None:
                     transaction.rollback()
+                else:
+                    extra |= {"job_type": job.type, "user_id": job.user_id,
+                              "attempt": job.attempts}
+                    ctx = Context(now=rt.clock.now(), services=rt, job=job, user_id=job.user_id)
+                    command = command or REGISTRY.commands.get(job.type)
+                    if command is None:
+                        raise _GiveUp("no such command")
+                    if job.attempts > rt.settings.job_max_deliveries:
+                        raise _GiveUp("gave up after repeated deliveries")
+                    payload = command.decode(job.payload)
+                    if command.gate is not None:
+                        transaction.commit()  # the start, then the gate outside a transaction
+                        command.gate(ctx, payload)
+                    result = command.handler(ctx, payload)
+                    finished = records.finish_job(job_id, rt.clock.now(), result=result,
+                                                  delivery=delivery)
+                    if finished is None:  # another delivery finished it: undo this one
+                        transaction.rollback()
+        except _GiveUp as reason:
+            return _fail(ctx, command, None, "INTERNAL_ERROR", str(reason), extra, delivery)
         except DomainError as refusal:
-            return _fail(ctx, command, payload, refusal.code, refusal.message, extra)
+            return _fail(ctx, command, payload, refusal.code, refusal.message, extra, delivery)
         except msgspec.ValidationError as e:
             return _fail(ctx, command, None, "INTERNAL_ERROR", "stored payload is invalid",
-                         extra | {"reason": str(e)})
+                         extra | {"reason": str(e)}, delivery)
         except TRANSIENT_ERRORS as fault:
-            if _may_retry():
+            if _may_retry() or ctx is None:
                 log.warning("job will retry", extra=extra | {"reason": repr(fault)})
                 raise
             return _fail(ctx, command, payload, "INTERNAL_ERROR", "a dependency kept failing",
-                         extra)
+                         extra, delivery)
         except Exception:
+            if ctx is None:  # before the job was read: nothing to fail yet
+                raise
             log.exception("job crashed", extra=extra)
-            return _fail(ctx, command, payload, "INTERNAL_ERROR", "internal error", extra)
+            return _fail(ctx, command, payload, "INTERNAL_ERROR", "internal error", extra,
+                         delivery)
     if finished is None:
-        log.info("job skipped: another delivery finished it", extra=extra)
-        rt.publisher.publish((), job.type, "skipped")
+        log.info("job skipped: unknown or already terminal", extra=extra)
+        rt.publisher.publish((), job.type if job else "unknown", "skipped")
         return "skipped"
     log.info("job succeeded", extra=extra)
     _after_commit(ctx.events, finished, "succeeded")
@@ -102,11 +121,11 @@ def execute_job(job_id: str, command: Command | None = None) -> str:
 
 
 def _fail(ctx: Context, command: Command | None, payload: Any, code: str, message: str,
-          extra: dict) -> str:
+          extra: dict, delivery: int = 0) -> str:
     """Commit the job's failure (dropping whatever it emitted), then run ``give_up``."""
     rt, job = ctx.services, ctx.job
     with rt.database.atomic():
-        finished = records.finish_job(job.id, rt.clock.now(),
+        finished = records.finish_job(job.id, rt.clock.now(), delivery=delivery,
                                       error={"code": code, "message": message})
     if finished is None:
         rt.publisher.publish((), job.type, "skipped")
@@ -131,7 +150,7 @@ def _after_commit(events: list[Event], job: Job, outcome: str) -> None:
     status = Event("job", records.job_view(job), key=str(job.user_id), id=job.seq)
     latency = (rt.clock.now() - job.created_at).total_seconds()
     try:
-        rt.publisher.publish([status, *events], job.type, outcome, latency)
+        rt.publisher.publish([status, *events], job.type, outcome, latency, str(job.id))
     except Exception:  # committed; a lost notice only delays pollers and live streams
         log.warning("could not publish job events", extra={"job_id": str(job.id)})
 

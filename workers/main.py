@@ -13,4 +13,5 @@ if settings.embedded:
     raise SystemExit("a separate worker process needs REDIS_URL; use `bazaar dev` for embedded")
 configure_logging(settings.log_level)
 runtime = bootstrap.start(settings, redis.Redis.from_url(settings.redis_url))
+runtime.publisher.start()  # after-commit notices leave in batches, from their own thread
 broker = runtime.broker
