@@ -47,8 +47,10 @@ class PostgresPool(PooledPostgresqlDatabase):
         """Start a transaction with its first statement."""
         if isolation_level is not None or self._isolation_level:
             super().begin(isolation_level)
-        else:
-            self._state.deferred_begin = True
+            return
+        if self.is_closed():  # (opening it later would reset the transaction stack)
+            self.connect()
+        self._state.deferred_begin = True
 
     def execute_sql(self, sql, params=None):
         """Run ``sql``, opening the deferred transaction first if one is pending."""

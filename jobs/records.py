@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import peewee
 
 from db.connection import database, execute, for_update, is_postgres
@@ -83,10 +84,10 @@ def record_jobs(
     A command with an ``error`` was refused before it could run (at the door): it is
     recorded already ``failed``, and is never sent.
     """
-    jobs = [
+    jobs = [  # (no Idempotency-Key: no request to compare a retry with, so no hash)
         Job(id=job_id, user=user_id, type=job_type,
             status=JobStatus.FAILED if error else JobStatus.QUEUED, payload=payload,
-            request_hash=request_hash(job_type, payload), error=error, attempts=0,
+            request_hash="", error=error, attempts=0,
             sent=bool(error), created_at=now, finished_at=now if error else None)
         for job_id, user_id, job_type, payload, error in commands
     ]
@@ -104,8 +105,11 @@ def record_jobs(
     return jobs
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def _json(value: Any) -> str:
-    return Job.payload.db_value(value)
+    return _encode(value).decode()
 
 
 def _claim_key(user_id: int, key: str, digest: str, now: datetime) -> Job | None:

@@ -138,3 +138,16 @@ def test_the_wait_estimate_follows_the_measured_promotion_rate(room, clock):
     place = status(r, 12, clock.now())
     assert place.promoted_last_minute >= 4
     assert r.estimated_wait(place) == -(-place.position * 60 // place.promoted_last_minute)
+
+
+def test_a_join_not_known_to_exist_leaves_a_concert_without_a_line_alone(room, clock):
+    r = room(limit=1)
+    # Given a concert with no line yet: an unchecked join says so, and changes nothing
+    assert r.parse_join(r.join(7, 1, "token-1", clock.now(), known=False)) is None
+    assert not r.client.sismember(r.concerts_key, 7)
+    assert not r.client.exists(*r.keys(7))
+    # When it is joined as known (the caller checked the concert), the line starts
+    assert join(r, 1, clock.now(), concert=7).status == "ACTIVE"
+    # Then unchecked joins go straight in
+    place = r.parse_join(r.join(7, 2, "token-2", clock.now(), known=False))
+    assert (place.status, place.position) == ("WAITING", 1)

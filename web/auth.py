@@ -31,7 +31,8 @@ from workers.events import encode_event, live_channel
 
 log = logging.getLogger(__name__)
 ALGORITHM = "HS256"
-VERIFIED_CACHE = 100_000  # access tokens whose signature was checked, per process
+VERIFIED_CACHE = 100_000  # tokens whose signature was checked, per process
+CACHED = frozenset({"access", "queue"})  # (a refresh token is used once)
 SESSION_TOPIC = "session.revoked"
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
@@ -86,8 +87,8 @@ class Tokens:
     def decode(self, token: str, typ: str) -> dict:
         """Verified claims of a ``typ`` token; 401 ``TOKEN_EXPIRED`` or ``INVALID_TOKEN``.
 
-        An access token's signature is checked once per process: a client sends the
-        same token for its lifetime, and the same string always verifies the same way
+        An access or queue token's signature is checked once per process: a client sends
+        the same token for its lifetime, and the same string always verifies the same way
         (its expiry is checked on every use).
         """
         known = self._verified.get(token)
@@ -109,7 +110,7 @@ class Tokens:
         sub = claims.get("sub")
         if claims.get("typ") != typ or not (isinstance(sub, str) and _DIGITS.fullmatch(sub)):
             raise DomainError("INVALID_TOKEN", f"an {typ} token is required")
-        if typ == "access" and isinstance(claims["exp"], int | float):
+        if typ in CACHED and isinstance(claims["exp"], int | float):
             if len(self._verified) >= VERIFIED_CACHE:
                 self._verified.clear()
             self._verified[token] = claims

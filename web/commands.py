@@ -19,6 +19,7 @@ import functools
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -72,6 +73,7 @@ class JobGateway:
         self.metrics = JobMetrics(client, prefix)
         self.clock = clock
         self._sent: list = []
+        self._refused: Counter[str] = Counter()  # door refusals not yet counted in Redis
         self._pending: list[tuple[uuid.UUID, int, str, dict, dict | None, asyncio.Future]] = []
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -127,8 +129,8 @@ class JobGateway:
         finally:
             if outcome is not None:
                 outcome[1]()
-        if error:  # counted with the workers' outcomes, for /metrics
-            await self.metrics.count_refused(job_type)
+        if error:  # counted with the workers' outcomes, for /metrics (sent in batches)
+            self._refused[job_type] += 1
         return job_response(view, answer_terminal=bool(wait))
 
     def _record_and_send(
@@ -208,6 +210,9 @@ class JobGateway:
         if self._sent:
             batch, self._sent = self._sent, []
             await self.db(records.mark_sent, batch)
+        if self._refused:
+            refused, self._refused = self._refused, Counter()
+            await self.metrics.count_refused(refused)
 
     # -- waiting ----------------------------------------------------------------------
 

@@ -191,9 +191,12 @@ class JobMetrics:
         self.client = client
         self.prefix = prefix
 
-    async def count_refused(self, job_type: str) -> None:
-        """Count a job refused at the door (it never reaches a worker)."""
-        await self.client.hincrby(counters_key(self.prefix), f"{job_type}|failed", 1)
+    async def count_refused(self, counts: dict[str, int]) -> None:
+        """Count jobs refused at the door (they never reach a worker), by type."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_type, n in counts.items():
+            pipe.hincrby(counters_key(self.prefix), f"{job_type}|failed", n)
+        await pipe.execute()
 
     async def read(self) -> JobFigures:
         """The counters, latency buckets and last finish time, in one round trip."""

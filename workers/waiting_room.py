@@ -24,6 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 _JOIN = """
+if ARGV[8] == '0' and redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then
+  return {'NO_LINE'}
+end
 local now, limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local held = redis.call('HGET', KEYS[4], ARGV[1])
 if held then
@@ -157,16 +160,25 @@ class WaitingRoom:
         base = f"{self.prefix}:queue:{concert_id}"
         return [f"{base}:waiting", f"{base}:active", f"{base}:seen", f"{base}:tokens"]
 
-    def join(self, concert_id: int, user_id: int, token: str, now: datetime):
-        """Queue ``user_id`` with ``token``, or report the token they already hold."""
+    def join(self, concert_id: int, user_id: int, token: str, now: datetime,
+             known: bool = True):
+        """Queue ``user_id`` with ``token``, or report the token they already hold.
+
+        With ``known=False`` (the concert's existence is not checked yet), a concert
+        that has no line yet is left alone: the reply says ``NO_LINE`` (see
+        :meth:`parse_join`), so the caller checks the concert and joins again, known.
+        """
         keys = [*self.keys(concert_id), f"{self.prefix}:queue:{concert_id}:arrivals",
                 self.concerts_key]
         return self._join(keys=keys, args=[user_id, token, millis(now), self.active_limit,
-                                           self.active_ttl_ms, concert_id, self.idle_ttl_ms])
+                                           self.active_ttl_ms, concert_id, self.idle_ttl_ms,
+                                           "1" if known else "0"])
 
     @staticmethod
-    def parse_join(reply: list) -> Place:
-        """The reply of :meth:`join`."""
+    def parse_join(reply: list) -> Place | None:
+        """The reply of :meth:`join`: the place, or None for ``NO_LINE``."""
+        if _text(reply[0]) == "NO_LINE":
+            return None
         token, status, position, until, created = (_text(v) for v in reply)
         return Place(status, int(position), from_millis(until) if until else None,
                      token=token, created=bool(int(created)))
@@ -206,10 +218,6 @@ class WaitingRoom:
         keys = [*self.keys(concert_id), f"{self.prefix}:queue:{concert_id}:promotions"]
         return self._promote(keys=keys, args=[millis(now), self.active_limit,
                                               self.active_ttl_ms, self.idle_ttl_ms, batch])
-
-    def has_line(self, concert_id: int):
-        """Whether the concert has (had) a line, so it is known to exist."""
-        return self.client.sismember(self.concerts_key, concert_id)
 
     def promote_all(self, now: datetime) -> int:
         """Scheduler only (sync client): :meth:`promote` every concert's line."""

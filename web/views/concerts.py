@@ -141,11 +141,14 @@ async def take_token(request: web.Request, body: Join) -> web.Response:
     """``POST /queue/tokens``: 201 with a new place in line, 200 with the one already held."""
     user_id = await require_user(request)
     room = request.app[ROOM]
-    # A concert that already has a line exists; only a new one costs a database read.
-    if not await room.has_line(body.concert_id):
-        await request.app[DB](concerts.require_concert, body.concert_id)
     token = request.app[TOKENS].issue_queue_token(user_id, body.concert_id)
-    place = room.parse_join(await room.join(body.concert_id, user_id, token, utcnow()))
+    # One script call: a concert that already has a line exists; only a new one costs
+    # a database read (and a second call).
+    place = room.parse_join(await room.join(body.concert_id, user_id, token, utcnow(),
+                                            known=False))
+    if place is None:
+        await request.app[DB](concerts.require_concert, body.concert_id)
+        place = room.parse_join(await room.join(body.concert_id, user_id, token, utcnow()))
     return json_response({"token": place.token, "status": place.status,
                           "position": place.position, "active_until": iso(place.active_until)},
                          201 if place.created else 200)
