@@ -22,6 +22,7 @@ import redis
 from jobs.platform import REGISTRY, Event
 
 log = logging.getLogger(__name__)
+LINGER = 0.003  # seconds a notice may wait for others to share its round trip
 TERMINAL_OUTCOMES = frozenset({"succeeded", "failed"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _encode = msgspec.json.Encoder().encode
@@ -142,6 +143,7 @@ class Publisher:
     def _run(self) -> None:
         while True:
             self._wake.wait()
+            time.sleep(LINGER)  # let a burst gather: one pipeline for all of it
             self._wake.clear()
             try:
                 self.flush()
