@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +49,7 @@ import aiohttp
 import peewee
 import redis
 
-from bench.common import latency_line, machine, percentile, pgbench, scratch_env
+from bench.common import PlainStack, latency_line, machine, percentile, pgbench, scratch_env
 from bench.shop import code_version, insert_users, load, mint_tokens, scalar
 from db.connection import connect_database
 from jobs.clock import utcnow
@@ -288,26 +286,6 @@ def run_bazaar(args: argparse.Namespace, env: dict[str, str],
     return figures, tokens
 
 
-class PlainStack(Stack):
-    """``bench/plain_charge.py``'s processes, each in a session of its own like Bazaar's."""
-
-    def start_web(self) -> None:
-        """Start the plain web process and wait until it answers."""
-        self._spawn("web", [sys.executable, "-m", "bench.plain_charge", "web"],
-                    PORT=str(self.port))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the plain web process did not start; see its log")
-
-    def start_worker(self, name: str = "worker", processes: int = 2, threads: int = 8) -> None:
-        """Start the plain actor's Dramatiq workers."""
-        self._spawn(name, [sys.executable, "-m", "bench.plain_charge", "worker"],
-                    WORKER_PROCESSES=str(processes), WORKER_THREADS=str(threads))
-
 
 def plain_rows(database: peewee.Database) -> int:
     """The plain actor's history rows."""
@@ -318,7 +296,8 @@ def run_plain(args: argparse.Namespace, env: dict[str, str], database: peewee.Da
               tokens: list[str]) -> Figures:
     """Phases 1 and 2 on the plain reference."""
     namespace = f"{env['REDIS_PREFIX']}-plain:dramatiq"  # under the scratch prefix
-    stack, figures = PlainStack({**env, "PLAIN_NAMESPACE": namespace}), Figures()
+    stack = PlainStack({**env, "PLAIN_NAMESPACE": namespace}, module="bench.plain_charge")
+    figures = Figures()
     client = redis.Redis.from_url(env["REDIS_URL"])
     try:
         stack.start_web()

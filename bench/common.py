@@ -7,7 +7,9 @@ import contextlib
 import os
 import platform
 import re
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -19,6 +21,7 @@ import redis
 
 from db.connection import connect_database
 from db.migrate import migrate
+from tests.support import Stack
 
 PG = {"host": os.environ.get("BENCH_PG_HOST", "127.0.0.1"), "user": "postgres"}
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -124,3 +127,27 @@ def pgbench(dbname: str, script: str, seconds: float, clients: int, threads: int
     errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
     return Pgbench(number(r"^tps = ([\d.]+)"), number(r"latency average = ([\d.]+)"),
                    int(done.group(1)) if done else 0, errors[0] if errors else "")
+
+
+@dataclass
+class PlainStack(Stack):
+    """A plain reference build's processes (``python -m <module> web|worker``), each in a
+    session of its own like Bazaar's."""
+
+    module: str = "bench.plain_charge"
+
+    def start_web(self) -> None:
+        """Start the plain web process and wait until it answers."""
+        self._spawn("web", [sys.executable, "-m", self.module, "web"], PORT=str(self.port))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the plain web process did not start; see its log")
+
+    def start_worker(self, name: str = "worker", processes: int = 2, threads: int = 8) -> None:
+        """Start the plain actor's Dramatiq workers."""
+        self._spawn(name, [sys.executable, "-m", self.module, "worker"],
+                    WORKER_PROCESSES=str(processes), WORKER_THREADS=str(threads))

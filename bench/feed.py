@@ -37,12 +37,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import time
 from collections import Counter
@@ -55,7 +53,7 @@ import msgspec
 import peewee
 
 from bench.charge import closed_loop
-from bench.common import latency_line, machine, open_loop, percentile, scratch_env
+from bench.common import PlainStack, latency_line, machine, open_loop, percentile, scratch_env
 from bench.shop import (
     CpuMeter,
     code_version,
@@ -478,33 +476,13 @@ def alarm_checks(database: peewee.Database, work: Workload,
              f"spread authors' alarms {spread} == {2 * users} likes + comments")]
 
 
-class PlainStack(Stack):
-    """The plain reference's processes, each in a session of its own like Bazaar's."""
-
-    def start_web(self) -> None:
-        """Start the plain web process and wait until it answers."""
-        self._spawn("web", [sys.executable, "-m", "bench.plain_like", "web"],
-                    PORT=str(self.port))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the plain web process did not start; see its log")
-
-    def start_worker(self, name: str = "worker", processes: int = 2, threads: int = 8) -> None:
-        """Start the plain actor's Dramatiq workers."""
-        self._spawn(name, [sys.executable, "-m", "bench.plain_like", "worker"],
-                    WORKER_PROCESSES=str(processes), WORKER_THREADS=str(threads))
-
 
 def run_plain(args: argparse.Namespace, env: dict[str, str], database: peewee.Database,
               work: Workload) -> tuple[dict[str, Phase], bool]:
     """Phases 1 and 2 on the plain reference (its own posts)."""
     prefix = f"{env['REDIS_PREFIX']}-plain"  # under the scratch prefix: dropped with it
     plain_env = {**env, "REDIS_PREFIX": prefix, "PLAIN_NAMESPACE": f"{prefix}:dramatiq"}
-    stack = PlainStack(plain_env)
+    stack = PlainStack(plain_env, module="bench.plain_like")
     results: dict[str, Phase] = {}
     try:
         stack.start_web()

@@ -18,6 +18,8 @@ from jobs.platform import load_domains
 from tests.inprocess import InProcessStack
 from tests.support import Stack
 
+pytest_plugins = ["tests.browser"]  # the `browser` fixture
+
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

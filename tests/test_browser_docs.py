@@ -7,34 +7,15 @@ start. It leaves a screenshot of the reference in docs/api-docs.png.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
-import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
-from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import expect
 
 from tests.support import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = ROOT / "docs" / "api-docs.png"
 SECTIONS = ["Users", "Points", "Shop", "Concerts", "Auction", "Feed",
             "Jobs, operations and docs"]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}: `make browser` installs it (apt-get, as root)")
-    with sync_playwright() as playwright:
-        try:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        except PlaywrightError as e:
-            pytest.skip(f"Chromium at {CHROMIUM} does not start: {e.message.splitlines()[0]}")
-        yield chromium
-        chromium.close()
 
 
 def test_a_newcomer_finds_the_reference_and_a_command_in_it(browser, stack):
