@@ -11,6 +11,7 @@ for a few ticks (``scheduler.status`` reads it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -120,22 +121,47 @@ class DramatiqScheduler(Scheduler):
         log.info("periodic dispatched", extra={"schedule_id": entry.id, "slot": slot})
 
     def run_until(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set: under rq-scheduler's lock, dispatch what is due."""
+        """Tick until ``stop`` is set: under rq-scheduler's lock, dispatch what is due.
+
+        A tick that cannot reach Redis is skipped, not fatal: the scheduler keeps
+        ticking, and once Redis answers again it registers itself and the schedule anew
+        (a restarted Redis has lost both; registering keeps what survived).
+        """
         self.register_birth()
+        away = False
         try:
             while not stop.is_set():
                 started = time.monotonic()
-                self.heartbeat()
-                if self.acquire_lock():
-                    try:
-                        self.connection.set(self.active_key, self.active_name,
-                                            px=int(max(3 * self._interval, 1.0) * 1000))
-                        self.enqueue_jobs()
-                    finally:
-                        self.remove_lock()
+                try:
+                    if away:
+                        self._rejoin()
+                        away = False
+                        log.warning("scheduler reached Redis again; schedule re-registered")
+                    self._tick()
+                except (redis.ConnectionError, redis.TimeoutError) as e:
+                    if not away:
+                        log.warning("scheduler lost Redis; retrying each tick",
+                                    extra={"reason": repr(e)})
+                    away, self._lock_acquired = True, False
                 stop.wait(max(0.0, self._interval - (time.monotonic() - started)))
         finally:
-            self.remove_lock()
-            if self.connection.get(self.active_key) == self.active_name.encode():
-                self.connection.delete(self.active_key)
-            self.register_death()
+            with contextlib.suppress(redis.RedisError):
+                self.remove_lock()
+                if self.connection.get(self.active_key) == self.active_name.encode():
+                    self.connection.delete(self.active_key)
+                self.register_death()
+
+    def _tick(self) -> None:
+        self.heartbeat()
+        if self.acquire_lock():
+            try:
+                self.connection.set(self.active_key, self.active_name,
+                                    px=int(max(3 * self._interval, 1.0) * 1000))
+                self.enqueue_jobs()
+            finally:
+                self.remove_lock()
+
+    def _rejoin(self) -> None:
+        if not self.connection.exists(self.key):
+            self.register_birth()
+        self.register(list(self._entries.values()))

@@ -177,6 +177,21 @@ def test_transient_fault_is_raised_for_retry_then_fails(job, rt, monkeypatch):
     assert points.balance(job.user_id) == {"balance": 0, "held": 0}
 
 
+def test_a_gate_that_loses_redis_is_retried_then_fails(job, rt, monkeypatch):
+    def gate(ctx, payload):
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: 0)
+    with pytest.raises(redis.ConnectionError):
+        lifecycle.execute_job(str(job.id), charging(gate=gate))
+    assert Job.get_by_id(job.id).status == "running"  # (the start commits before a gate)
+    monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: rt.settings.job_max_retries)
+    assert lifecycle.execute_job(str(job.id), charging(gate=gate)) == "failed"
+    stored = Job.get_by_id(job.id)
+    assert stored.error == {"code": "INTERNAL_ERROR", "message": "a dependency kept failing"}
+    assert points.balance(job.user_id) == {"balance": 0, "held": 0}
+
+
 def test_a_bug_fails_the_job_without_retry(job, rt):
     def broken():
         raise KeyError("oops")

@@ -35,6 +35,7 @@ MEANINGS = {
     "WORKER_PROCESSES": "worker processes (default 2)",
     "WORKER_THREADS": "threads per worker process (default 8)",
     "WORKER_POLL_MS": "longest sleep of an idle worker between polls, ms (default 100)",
+    "HOLD_LIMIT": "live seat holds a user may have per concert (default 4)",
     ADMIN_PASSWORD: "the new admin's password, when neither PASSWORD nor "
                     "--password-stdin is given",
 }
@@ -45,6 +46,7 @@ READS = {
     "create-admin": ("DATABASE_URL", ADMIN_PASSWORD, "SCRYPT_N"),
     "demo-data": ("DATABASE_URL", "SCRYPT_N"),
     "outbox-replay": ("DATABASE_URL",),
+    "check": ("DATABASE_URL", "HOLD_LIMIT"),
     "jobs": ("DATABASE_URL", "REDIS_URL", "REDIS_PREFIX"),
     "jobs failed": ("DATABASE_URL",),
     "jobs replay": ("DATABASE_URL", "REDIS_URL", "REDIS_PREFIX"),

@@ -43,6 +43,9 @@ from workers import runtime
 
 log = logging.getLogger(__name__)
 MAX_REACTION_DEPTH = 4
+# Faults worth retrying: the database's (lost connection, serialization failure,
+# deadlock) and a lost Redis (a gate's or an adapter's).
+RETRYABLE = (*TRANSIENT_ERRORS, redis.ConnectionError, redis.TimeoutError)
 
 
 def _retries_so_far() -> int:
@@ -99,7 +102,7 @@ def execute_job(job_id: str, command: Command | None = None) -> str:
         except msgspec.ValidationError as e:
             return _fail(ctx, command, None, "INTERNAL_ERROR", "stored payload is invalid",
                          extra | {"reason": str(e)}, delivery)
-        except TRANSIENT_ERRORS as fault:
+        except RETRYABLE as fault:
             if _may_retry() or ctx is None:
                 log.warning("job will retry", extra=extra | {"reason": repr(fault)})
                 raise
@@ -205,7 +208,7 @@ def run_periodic(schedule_id: str, slot: int) -> dict | None:
     except DomainError as refusal:
         log.warning("periodic task refused", extra=extra | {"reason": refusal.code})
         return None
-    except TRANSIENT_ERRORS as fault:
+    except RETRYABLE as fault:
         if _may_retry():
             log.warning("periodic task will retry", extra=extra | {"reason": repr(fault)})
             raise
