@@ -169,7 +169,7 @@ _START = (
 )
 _FINISH = (
     "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s, seq = {seq},"
-    " attempts = " + _DELIVERIES +
+    " started_at = COALESCE(started_at, %s), attempts = " + _DELIVERIES +
     " WHERE id = %s AND status NOT IN ('succeeded', 'failed')"
     " RETURNING user_id, type, created_at, started_at, attempts, seq"
 )
@@ -206,15 +206,17 @@ def finish_job(
     result: dict | None = None,
     error: dict | None = None,
     delivery: int = 0,
+    started: datetime | None = None,
 ) -> Job | None:
     """Make a job terminal (succeeded with ``result`` or failed with ``error``), once,
-    counting at least ``delivery`` deliveries.
+    counting at least ``delivery`` deliveries (and, if its start was rolled back with
+    its effect, started at ``started``).
 
     Returns the terminal job, or None if it already was terminal.
     """
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
     params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
-              0, delivery, 0, delivery, Job.id.db_value(job_id))
+              started, 0, delivery, 0, delivery, Job.id.db_value(job_id))
     row = execute(_with_seq(_FINISH), params).fetchone()
     if row is None:
         return None

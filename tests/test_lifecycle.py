@@ -158,6 +158,7 @@ def test_refusal_fails_at_once_and_rolls_back(job, rt):
     stored = Job.get_by_id(job.id)
     assert stored.status == "failed"
     assert stored.error["code"] == "MAX_BALANCE_EXCEEDED"
+    assert stored.started_at is not None  # (its start rolled back with the effect)
     assert points.balance(job.user_id) == {"balance": 0, "held": 0}
 
 

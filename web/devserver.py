@@ -74,6 +74,7 @@ def _serve(settings: Settings, sock: socket.socket, worker_threads: int) -> int:
         f"Bazaar is running at {base}/  (Ctrl-C stops)\n"
         f"  API reference: {base}/api/v1/docs\n"
         f"  API base URL:  {base}/api/v1\n"
+        f"  Operator console: {base}/console (an admin's login)\n"
         f"  database: {where}; redis: {settings.redis_url or 'in-process'}",
         flush=True,
     )

@@ -129,7 +129,8 @@ def _fail(ctx: Context, command: Command | None, payload: Any, code: str, messag
     rt, job = ctx.services, ctx.job
     with rt.database.atomic():
         finished = records.finish_job(job.id, rt.clock.now(), delivery=delivery,
-                                      error={"code": code, "message": message})
+                                      error={"code": code, "message": message},
+                                      started=ctx.now)
     if finished is None:
         rt.publisher.publish((), job.type, "skipped")
         return "skipped"
