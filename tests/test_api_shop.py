@@ -9,6 +9,7 @@ and only looks at the ids it created.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -1309,3 +1310,26 @@ def test_an_order_from_the_cart_can_use_a_coupon(api, admin, token):
     result = succeeded(order(api, token, {"from_cart": True, "user_coupon_id": user_coupon_id}))
     # Then the discount applies to the cart's total
     assert (result["total"], result["discount"], result["pay_amount"]) == (1600, 160, 1440)
+
+
+def test_a_missing_coupon_gate_is_read_from_the_database_once_for_a_burst():
+    from types import SimpleNamespace
+
+    from web.commands import DB
+    from web.views import shop
+
+    calls: list[int] = []
+
+    async def db(fn, coupon_id):
+        calls.append(coupon_id)
+        await asyncio.sleep(0.01)
+        return ("state", coupon_id)
+
+    async def burst():
+        read = shop.gate_state_once(SimpleNamespace(app={shop.GATE_READS: {}, DB: db}))
+        first = await asyncio.gather(*(read(7) for _ in range(50)))
+        return first, await read(7)  # (a later rebuild reads again)
+
+    first, later = asyncio.run(burst())
+    assert first == [("state", 7)] * 50 and later == ("state", 7)
+    assert calls == [7, 7]

@@ -73,7 +73,10 @@ class BoundedPool(aioredis.ConnectionPool):
 
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
     """An asyncio Redis client whose bounded pool makes bursts wait instead of failing."""
-    return aioredis.Redis(connection_pool=BoundedPool.from_url(url, limit=max_connections))
+    # (no client name and version: redis-py would read its version from the package
+    # metadata for every new connection, and send it in two more commands)
+    pool = BoundedPool.from_url(url, limit=max_connections, lib_name=None, lib_version=None)
+    return aioredis.Redis(connection_pool=pool)
 
 
 def hub_client(url: str, name: str = "bazaar-hub") -> aioredis.Redis:
@@ -164,6 +167,7 @@ def create_app(
     app[LIMITS] = Limits.from_settings(client, settings, clock)
     app[concerts.ROOM] = make_waiting_room(client, settings)
     app[shop.COUPON_GATE] = CouponGate(client, settings.redis_prefix)
+    app[shop.GATE_READS] = {}
     app[shop.BEST_SELLERS] = BestSellerCache(client, settings.redis_prefix)
     routes = app_routes()
     add_routes(app, routes)

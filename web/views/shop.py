@@ -3,6 +3,8 @@ writes, and the door check of ``coupons.issue`` (orders and coupons are commands
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -24,6 +26,22 @@ from workers.rankings import BestSellerCache
 
 COUPON_GATE = web.AppKey("coupon_gate", CouponGate)
 BEST_SELLERS = web.AppKey("best_sellers", BestSellerCache)
+GATE_READS = web.AppKey("gate_reads", dict)  # coupon id -> the database read in flight
+
+
+def gate_state_once(request: web.Request) -> Callable[[int], Awaitable]:
+    """``coupons.gate_state`` for a gate that must be rebuilt, read once per process
+    however many requests find the gate missing at the same moment (the first burst)."""
+    reads, db = request.app[GATE_READS], request.app[DB]
+
+    def read(coupon_id: int) -> Awaitable:
+        flight = reads.get(coupon_id)
+        if flight is None:
+            flight = reads[coupon_id] = asyncio.ensure_future(db(coupons.gate_state, coupon_id))
+            flight.add_done_callback(lambda _: reads.pop(coupon_id, None))
+        return asyncio.shield(flight)
+
+    return read
 Moment = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
@@ -243,7 +261,7 @@ async def coupon_door(request: web.Request, user_id: int, fields: dict) -> Domai
         return None
     try:
         await request.app[COUPON_GATE].admit(coupon_id, user_id, utcnow(),
-                                             lambda cid: db(coupons.gate_state, cid))
+                                             gate_state_once(request))
     except DomainError as e:
         if e.code == "COUPON_NOT_FOUND":
             raise
