@@ -39,11 +39,6 @@ def list_products(limit: int, cursor: str | None) -> dict:
     return {"items": [product_view(p) for p in items], "next_cursor": next_cursor}
 
 
-def products_by_id(ids: list[int]) -> dict[int, Product]:
-    """Products keyed by id (missing ids are simply absent)."""
-    return {p.id: p for p in Product.select().where(Product.id.in_(ids))} if ids else {}
-
-
 def cart(user_id: int) -> dict:
     """The user's cart with its total."""
     rows = (CartItem.select(CartItem, Product).join(Product)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from peewee import fn
 
-from db.connection import for_update
+from db.connection import execute, for_update
 from db.models import OutboxEvent
 
 BACKOFF = (1, 10, 60)  # seconds before the 2nd, 3rd and 4th attempt
@@ -21,8 +21,9 @@ PENDING, DELIVERED, DEAD = "PENDING", "DELIVERED", "DEAD"
 
 def add_event(topic: str, payload: dict, now: datetime) -> None:
     """Inside the caller's transaction: queue an event for delivery."""
-    OutboxEvent.insert(topic=topic, payload=payload, status=PENDING, attempts=0,
-                       next_attempt_at=now, created_at=now).execute()
+    execute("INSERT INTO outbox_events (topic, payload, status, attempts, next_attempt_at,"
+            " created_at) VALUES (%s, %s, %s, 0, %s, %s)",
+            (topic, OutboxEvent.payload.db_value(payload), PENDING, now, now))
 
 
 def claim_due(now: datetime, limit: int = 100) -> list[OutboxEvent]:
