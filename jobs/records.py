@@ -156,16 +156,14 @@ def jobs_to_resend(now: datetime, older_than: timedelta, limit: int) -> list:
 
 # A terminal status change takes the next value of the job event sequence, in the same
 # UPDATE: ``GET /jobs/events`` replays "every job changed since id N" from it. The
-# delivery count is the larger of the row's own count and the one the worker was given
-# (kept outside the transaction, so a delivery that died mid-job is still counted).
+# delivery count written is the larger of the row's own and the delivery's (counted
+# outside the transaction, so a delivery that died mid-job is still counted).
 _NEXT_SEQ = {True: "nextval('job_event_seq')",
              False: "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)"}
-_DELIVERIES = "CASE WHEN attempts + %s > %s THEN attempts + %s ELSE %s END"
+_DELIVERIES = "CASE WHEN attempts > %s THEN attempts ELSE %s END"
 _START = (
-    "UPDATE jobs SET status = 'running', attempts = " + _DELIVERIES + ","
-    " started_at = COALESCE(started_at, %s)"
+    "SELECT id, user_id, type, payload, created_at, attempts, started_at FROM jobs"
     " WHERE id = %s AND status IN ('queued', 'running')"
-    " RETURNING id, user_id, type, payload, created_at, attempts, started_at"
 )
 _FINISH = (
     "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s, seq = {seq},"
@@ -180,11 +178,15 @@ def _with_seq(sql: str) -> str:
 
 
 def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job | None:
-    """Mark a job running and count the delivery (at least ``delivery``, the worker's
-    count); None if it is unknown or already terminal. Inside the job's transaction, this
-    row lock is the delivery's lease: another delivery waits, then finds it terminal."""
-    params = (1, delivery, 1, delivery, now, Job.id.db_value(job_id))
-    row = execute(_START, params).fetchone()
+    """Lock an unfinished job for this delivery; None if it is unknown or already terminal.
+
+    Inside the job's transaction the row lock is the delivery's lease (another delivery
+    waits for it, then finds the job terminal); nothing is written until the finish,
+    which records the start time and the delivery count (at least ``delivery``, the
+    worker's own count, and one more than the row's).
+    """
+    sql = _START + (" FOR UPDATE" if is_postgres() else "")
+    row = execute(sql, (Job.id.db_value(job_id),)).fetchone()
     if row is None:
         return None
     return Job(
@@ -193,8 +195,8 @@ def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job 
         type=row[2],
         payload=Job.payload.python_value(row[3]),
         created_at=Job.created_at.python_value(row[4]),
-        attempts=row[5],
-        started_at=Job.started_at.python_value(row[6]),
+        attempts=max(row[5] + 1, delivery),
+        started_at=Job.started_at.python_value(row[6]) or now,
         status=JobStatus.RUNNING,
     )
 
@@ -216,7 +218,7 @@ def finish_job(
     """
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
     params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
-              started, 0, delivery, 0, delivery, Job.id.db_value(job_id))
+              started, delivery, delivery, Job.id.db_value(job_id))
     row = execute(_with_seq(_FINISH), params).fetchone()
     if row is None:
         return None

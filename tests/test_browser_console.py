@@ -28,8 +28,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def processes(process_env) -> Iterator[Stack]:
-    """Real web, worker and scheduler processes on the session's database and Redis."""
-    stack = Stack(process_env)
+    """Real web, worker and scheduler processes on the session's database, with a Redis
+    key space of their own (no worker heartbeat or queue of an earlier module shows)."""
+    prefix = f"{process_env['REDIS_PREFIX']}-console"
+    stack = Stack({**process_env, "REDIS_PREFIX": prefix})
     stack.start_web()
     stack.start_worker(processes=1, threads=8)
     stack.start_scheduler()

@@ -70,9 +70,12 @@ def test_twenty_concurrent_uses_of_one_key_record_one_job(uid, clock, clean_db):
 
 def test_lifecycle_counts_deliveries_and_finishes_once(uid, clock):
     job, _ = records.record_job(uid, "points.charge", {"amount": 5}, None, clock.now())
+    # (a start writes nothing: the finish records the delivery count it is given, at
+    # least one more than the row's, however many the worker counted)
     assert records.start_job(job.id, clock.now()).attempts == 1
-    assert records.start_job(job.id, clock.now()).attempts == 2
-    assert records.finish_job(job.id, clock.now(), result={"balance": 5})
+    assert records.start_job(job.id, clock.now(), delivery=3).attempts == 3
+    assert records.finish_job(job.id, clock.now(), result={"balance": 5}, delivery=3)
+    assert Job.get_by_id(job.id).attempts == 3
     assert not records.finish_job(job.id, clock.now(), error={"code": "X", "message": "x"})
     assert records.start_job(job.id, clock.now()) is None
     stored = Job.get_by_id(job.id)

@@ -5,12 +5,14 @@ One delivery of a job message goes:
 1. the delivery is counted in Redis (outside any transaction: a delivery that kills
    its worker still counts, so a job that keeps doing so is given up after
    ``JOB_MAX_DELIVERIES``);
-2. in one transaction, one commit: ``start_job`` (queued/running -> running; its row
-   lock is the delivery's lease: a second delivery of the same job waits for it, then
+2. in one transaction, one commit: ``start_job`` (the unfinished job's row locked FOR
+   UPDATE: the delivery's lease; a second delivery of the same job waits for it, then
    finds the job terminal and is skipped), the handler, and the job marked
-   ``succeeded`` -- the effect and the outcome commit together. A command with a
-   ``gate`` commits the start first and runs the gate outside any transaction (it may
-   refuse), then the handler in a transaction of its own;
+   ``succeeded`` with its start time and delivery count -- the effect and the outcome
+   commit together, and the job row is written once. A command with a ``gate`` lets
+   the lease go and runs the gate outside any transaction (it may refuse), then the
+   handler in a transaction of its own (whose conditional finish still lets one
+   delivery win);
 3. after the commit, and only then: the events the handler emitted go to their
    reactions, then are published (live ones to every web process's hub) together with
    the job's own status event, so a client woken by the outcome finds the reactions
@@ -88,32 +90,31 @@ def execute_job(job_id: str, command: Command | None = None) -> str:
                         raise _GiveUp("gave up after repeated deliveries")
                     payload = command.decode(job.payload)
                     if command.gate is not None:
-                        transaction.commit()  # the start, then the gate outside a transaction
+                        transaction.commit()  # the lease goes; the gate runs outside any
                         command.gate(ctx, payload)
                     result = command.handler(ctx, payload)
                     finished = records.finish_job(job_id, rt.clock.now(), result=result,
-                                                  delivery=delivery)
+                                                  delivery=job.attempts, started=job.started_at)
                     if finished is None:  # another delivery finished it: undo this one
                         transaction.rollback()
         except _GiveUp as reason:
-            return _fail(ctx, command, None, "INTERNAL_ERROR", str(reason), extra, delivery)
+            return _fail(ctx, command, None, "INTERNAL_ERROR", str(reason), extra)
         except DomainError as refusal:
-            return _fail(ctx, command, payload, refusal.code, refusal.message, extra, delivery)
+            return _fail(ctx, command, payload, refusal.code, refusal.message, extra)
         except msgspec.ValidationError as e:
             return _fail(ctx, command, None, "INTERNAL_ERROR", "stored payload is invalid",
-                         extra | {"reason": str(e)}, delivery)
+                         extra | {"reason": str(e)})
         except RETRYABLE as fault:
             if _may_retry() or ctx is None:
                 log.warning("job will retry", extra=extra | {"reason": repr(fault)})
                 raise
             return _fail(ctx, command, payload, "INTERNAL_ERROR", "a dependency kept failing",
-                         extra, delivery)
+                         extra)
         except Exception:
             if ctx is None:  # before the job was read: nothing to fail yet
                 raise
             log.exception("job crashed", extra=extra)
-            return _fail(ctx, command, payload, "INTERNAL_ERROR", "internal error", extra,
-                         delivery)
+            return _fail(ctx, command, payload, "INTERNAL_ERROR", "internal error", extra)
     if finished is None:
         log.info("job skipped: unknown or already terminal", extra=extra)
         rt.publisher.publish((), job.type if job else "unknown", "skipped")
@@ -124,13 +125,13 @@ def execute_job(job_id: str, command: Command | None = None) -> str:
 
 
 def _fail(ctx: Context, command: Command | None, payload: Any, code: str, message: str,
-          extra: dict, delivery: int = 0) -> str:
+          extra: dict) -> str:
     """Commit the job's failure (dropping whatever it emitted), then run ``give_up``."""
     rt, job = ctx.services, ctx.job
     with rt.database.atomic():
-        finished = records.finish_job(job.id, rt.clock.now(), delivery=delivery,
+        finished = records.finish_job(job.id, rt.clock.now(), delivery=job.attempts,
                                       error={"code": code, "message": message},
-                                      started=ctx.now)
+                                      started=job.started_at)
     if finished is None:
         rt.publisher.publish((), job.type, "skipped")
         return "skipped"
