@@ -269,6 +269,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     from db.connection import connect_database
     from web.app import create_app, redis_client, server_options
     from web.listener import PortInUse, listen, url_of
+    from workers.bootstrap import calm_garbage_collector
     from workers.broker import build_broker
 
     if settings.embedded:
@@ -284,6 +285,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
         print(f"bazaar web: {e}", file=sys.stderr)
         return 1
     log.info("listening on %s", url_of(sock), extra={"url": url_of(sock)})
+    calm_garbage_collector()
     web.run_app(app, sock=sock, access_log=None, print=None, handle_signals=True,
                 loop=event_loop(), **server_options(settings))
     return 0
