@@ -267,3 +267,20 @@ def test_a_refusal_runs_the_give_up_hook_after_the_failure_commits(job, rt):
 
     lifecycle.execute_job(str(job.id), charging(then=refuse, give_up=give_up))
     assert seen == ["MAX_BALANCE_EXCEEDED:failed"]
+
+
+def test_a_delivery_that_cannot_reach_the_database_is_retried_until_it_can(settings):
+    # (dead-lettering it would leave its job queued and marked sent, where no sweep looks)
+    from dataclasses import replace
+
+    from dramatiq.middleware import Retries
+
+    from workers.broker import build_broker
+
+    broker = build_broker(replace(settings, redis_url=None))
+    [retries] = [m for m in broker.middleware if isinstance(m, Retries)]
+    many = settings.job_max_retries + 100
+    assert retries.retry_when(many, peewee.OperationalError("the server is gone"))
+    assert retries.retry_when(many, peewee.InterfaceError("connection already closed"))
+    assert not retries.retry_when(many, KeyError("a bug"))
+    assert retries.retry_when(0, KeyError("a bug"))
