@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -108,6 +109,17 @@ def _reply(status: int, headers: Any, raw: bytes) -> Reply:
     except ValueError:
         body = raw.decode(errors="replace")
     return Reply(status, {k.lower(): v for k, v in headers.items()}, body)
+
+
+def admin_token(api: Api, database) -> str:
+    """Sign up a fresh user and give it the admin role: its access token."""
+    from db.models import User
+
+    name = f"admin_{uuid.uuid4().hex[:10]}"
+    token = api.signup_login(name)
+    with database.connection_context():
+        User.update(is_admin=True).where(User.username == name).execute()
+    return token
 
 
 def free_port() -> int:

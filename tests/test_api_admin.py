@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from db.models import Job, OutboxEvent, User
+from db.models import Job, OutboxEvent
 from jobs.clock import utcnow
 from jobs.platform import REGISTRY
-from tests.support import run_together
+from tests.support import admin_token, run_together
 from tests.test_api_users import new_name
 
 READS = ["/admin/queues", "/admin/stats", "/admin/jobs", "/admin/outbox", "/admin/workers",
@@ -29,11 +29,7 @@ def api(stack):
 @pytest.fixture(scope="module")
 def admin(stack, database) -> str:
     """The access token of a user holding the admin role."""
-    name = new_name()
-    token = stack.api.signup_login(name)
-    with database.connection_context():
-        User.update(is_admin=True).where(User.username == name).execute()
-    return token
+    return admin_token(stack.api, database)
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ import jwt
 import pytest
 import redis
 
-from db.models import ConcertDate, Reservation, User
+from db.models import ConcertDate, Reservation
 from jobs.clock import utcnow
 from tests.inprocess import InProcessStack
-from tests.support import Api, Reply, assert_failed, finish, now, parse_time, succeeded
+from tests.support import Api, Reply, admin_token, assert_failed, finish, now, parse_time, succeeded
 from workers.waiting_room import WaitingRoom
 
 ACTIVE_LIMIT = 3
@@ -201,11 +201,7 @@ def room(settings) -> Iterator[WaitingRoom]:
 @pytest.fixture(scope="module")
 def admin(concert_stack: InProcessStack, database) -> str:
     """The access token of a user holding the admin role."""
-    name = new_name()
-    token = concert_stack.api.signup_login(name)
-    with database.connection_context():
-        User.update(is_admin=True).where(User.username == name).execute()
-    return token
+    return admin_token(concert_stack.api, database)
 
 
 @pytest.fixture

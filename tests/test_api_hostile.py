@@ -22,9 +22,8 @@ import jwt
 import msgspec
 import pytest
 
-from db.models import User
 from tests.inprocess import InProcessStack
-from tests.support import Api
+from tests.support import Api, admin_token
 from web.app import app_routes
 
 ROUTES = app_routes()
@@ -50,11 +49,8 @@ def api(stack) -> Api:
 
 @pytest.fixture(scope="module")
 def admin(stack, database) -> str:
-    name = f"hostile_{uuid.uuid4().hex[:8]}"
-    token = stack.api.signup_login(name)
-    with database.connection_context():
-        User.update(is_admin=True).where(User.username == name).execute()
-    return token
+    """The access token of a user holding the admin role."""
+    return admin_token(stack.api, database)
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from db.models import Order, User
-from tests.support import assert_failed, finish, now, parse_time, succeeded
+from db.models import Order
+from tests.support import admin_token, assert_failed, finish, now, parse_time, succeeded
 
 WAIT = {"Prefer": "wait=5"}
 PRODUCT_FIELDS = {"id", "name", "price", "stock", "description"}
@@ -173,11 +173,7 @@ def other(api):
 @pytest.fixture(scope="module")
 def admin(stack, database):
     """The access token of a user holding the admin role."""
-    name = new_name()
-    token = stack.api.signup_login(name)
-    with database.connection_context():
-        User.update(is_admin=True).where(User.username == name).execute()
-    return token
+    return admin_token(stack.api, database)
 
 
 # -- catalog: POST /admin/products -----------------------------------------------------

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from db.models import Job, User
+from db.models import Job
 from jobs.platform import Event, load_domains
 from tests.conftest import REDIS_URL
-from tests.support import Api, SseEvent, SseReader
+from tests.support import Api, SseEvent, SseReader, admin_token
 from web.app import hub_client
 from web.hub import LiveHub
 from web.views.console import MAX_FAILED_PER_TICK, Inbox, snapshot_moments
@@ -36,11 +36,7 @@ def api(stack) -> Api:
 @pytest.fixture(scope="module")
 def admin(api: Api, database) -> str:
     """The access token of a user holding the admin role."""
-    name = new_name()
-    token = api.signup_login(name)
-    with database.connection_context():
-        User.update(is_admin=True).where(User.username == name).execute()
-    return token
+    return admin_token(api, database)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from db.models import JobStatus
 from jobs import admin, outbox
 from jobs.clock import iso
 from jobs.errors import InvalidRequest
@@ -28,13 +27,12 @@ from web.responses import json_response
 from web.routing import Query, Route
 from web.shapes import Items, JobBody, Page
 from web.validation import PAGING, page_params, path_id, query_choice, query_int
-from web.views.ops import REDIS
+from web.views.jobs import STATUSES
+from web.views.ops import REDIS, fleet_queues, fleet_workers
 from web.views.users import SETTINGS
-from workers.broker import queue_view, send_jobs
-from workers.heartbeat import read_workers
+from workers.broker import send_jobs
 
 log = logging.getLogger(__name__)
-STATUSES = {s.value for s in JobStatus}
 OUTBOX_STATUSES = {outbox.PENDING, outbox.DELIVERED, outbox.DEAD}
 MAX_SEARCH = 200
 
@@ -161,9 +159,7 @@ def _now(request: web.Request):
 async def queues(request: web.Request) -> web.Response:
     """``GET /admin/queues``."""
     await require_admin(request)
-    app = request.app
-    items = await queue_view(app[GATEWAY].broker, app[REDIS], app[SETTINGS], time.time())
-    return json_response({"items": items})
+    return json_response({"items": await fleet_queues(request.app, time.time())})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -245,9 +241,7 @@ async def replay_event(request: web.Request) -> web.Response:
 async def workers(request: web.Request) -> web.Response:
     """``GET /admin/workers``: worker processes by heartbeat, with their running jobs."""
     await require_admin(request)
-    items = await read_workers(request.app[REDIS], request.app[SETTINGS].redis_prefix,
-                               time.time())
-    return json_response({"items": items})
+    return json_response({"items": await fleet_workers(request.app, time.time())})
 
 
 async def schedules(request: web.Request) -> web.Response:

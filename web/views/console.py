@@ -29,16 +29,13 @@ from redis.exceptions import RedisError
 
 from jobs.platform import Event
 from web.auth import access_claims, require_admin
-from web.commands import GATEWAY, HUB, STREAMS
+from web.commands import HUB, STREAMS
 from web.console_page import render_console
 from web.hub import ANY_KEY
 from web.routing import Query, Route
 from web.sse import PING_SECONDS
-from web.views.ops import REDIS
+from web.views.ops import fleet_queues, fleet_workers
 from web.views.pages import CONSOLE
-from web.views.users import SETTINGS
-from workers.broker import queue_view
-from workers.heartbeat import read_workers
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
@@ -91,9 +88,7 @@ def _frame(name: str, data: Any) -> bytes:
 
 async def read_snapshot(app: web.Application, now: float) -> dict:
     """The queues and the workers, as the admin endpoints read them (Redis only)."""
-    settings, client = app[SETTINGS], app[REDIS]
-    queues = await queue_view(app[GATEWAY].broker, client, settings, now)
-    workers = await read_workers(client, settings.redis_prefix, now)
+    queues, workers = await asyncio.gather(fleet_queues(app, now), fleet_workers(app, now))
     return {"queues": queues, "workers": workers, "at": round(now, 3)}
 
 

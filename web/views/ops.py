@@ -57,15 +57,22 @@ async def readyz(request: web.Request) -> web.Response:
                          200 if ready else 503)
 
 
+def fleet_queues(app: web.Application, now: float):
+    """The broker's queues as ``GET /admin/queues`` shows them (an awaitable)."""
+    return queue_view(app[GATEWAY].broker, app[REDIS], app[SETTINGS], now)
+
+
+def fleet_workers(app: web.Application, now: float):
+    """The worker processes by heartbeat, as ``GET /admin/workers`` shows them."""
+    return read_workers(app[REDIS], app[SETTINGS].redis_prefix, now)
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: this process's HTTP metrics and the fleet's figures."""
     app, now = request.app, time.time()
     settings = app[SETTINGS]
     figures, queues, workers = await asyncio.gather(
-        app[JOB_METRICS].read(),
-        queue_view(app[GATEWAY].broker, app[REDIS], settings, now),
-        read_workers(app[REDIS], settings.redis_prefix, now),
-    )
+        app[JOB_METRICS].read(), fleet_queues(app, now), fleet_workers(app, now))
     families = [
         *job_families(figures),
         *queue_families(queues, figures.last_finish, now, settings.stall_seconds),
