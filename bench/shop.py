@@ -19,6 +19,8 @@ and Redis prefix (``bench.common.scratch_env``), then runs two phases:
    Prints orders/s, payments/s, the submit -> terminal latency seen by the client, and
    checks that the stock taken equals the units ordered, that the points spent equal the
    paid orders' ``pay_amount`` and that every wallet equals the sum of its history.
+   Then ``bench.charge``'s plain drain runs on the same database, and the orders rate is
+   printed as a ratio to it (the DESIGN target: >= 0.15 x plain drain, each).
 
 Every phase also prints where the CPU went (web, workers, PostgreSQL, Redis, this load
 generator, and the whole machine, which other people's work may share), because all of
@@ -454,8 +456,9 @@ def order_consistency(database: peewee.Database,
 
 
 def run_orders(args: argparse.Namespace, env: dict[str, str], stack: Stack,
-               database: peewee.Database, meter: CpuMeter) -> bool:
-    """Phase 2; True if stock and points are consistent."""
+               database: peewee.Database, meter: CpuMeter) -> tuple[bool, float]:
+    """Phase 2: whether stock and points are consistent, and orders completed per second
+    (payments complete at the same rate: each client pays the order it made)."""
     print(f"\n== orders + payments: {args.clients} clients, {args.buyers} users, "
           f"{args.products} products, {args.seconds:.0f}s, Prefer: wait={args.wait} ==")
     rng = random.Random(args.seed)
@@ -483,7 +486,20 @@ def run_orders(args: argparse.Namespace, env: dict[str, str], stack: Stack,
     for note in notes:
         print("  " + note)
     print(f"order consistency: {'PASS' if ok else 'FAIL'}")
-    return ok
+    return ok, min(created, paid) / mix.seconds
+
+
+def run_plain_drain(args: argparse.Namespace, env: dict[str, str],
+                    database: peewee.Database) -> float:
+    """``bench.charge``'s plain drain (a plain Dramatiq actor doing a charge's SQL, the
+    same worker shape) on this run's database: the reference of the orders target."""
+    from bench.charge import run_plain
+
+    tokens = mint_tokens(env, insert_users(database, "plain_", 200, 0))
+    reference = argparse.Namespace(seconds=args.seconds, connections=64, requests=20_000,
+                                   python_client=False, worker_processes=args.worker_processes,
+                                   worker_threads=args.worker_threads)
+    return run_plain(reference, env, database, tokens).drain
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -527,6 +543,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip-burst", action="store_true")
     p.add_argument("--skip-orders", action="store_true")
+    p.add_argument("--skip-plain", action="store_true",
+                   help="orders: no plain drain to compare with")
     return p.parse_args()
 
 
@@ -552,7 +570,13 @@ def main() -> None:
             if not args.skip_burst:
                 results.append(run_burst(args, env, stack, database, meter))
             if not args.skip_orders:
-                results.append(run_orders(args, env, stack, database, meter))
+                ok, orders = run_orders(args, env, stack, database, meter)
+                results.append(ok)
+            stack.stop()
+            if not args.skip_orders and not args.skip_plain:
+                plain = run_plain_drain(args, env, database)
+                print(f"\norders + payments vs the plain drain, same run: {orders:,.0f}/s each "
+                      f"= {orders / plain:.3f} x {plain:,.0f}/s (target >= 0.15 each)")
         finally:
             stack.stop()
             database.close_all()
