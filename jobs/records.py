@@ -201,6 +201,14 @@ def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job 
     )
 
 
+def delivered_job(job_id: uuid.UUID | str, job_type: str, user_id: int,
+                  payload: dict[str, Any], now: datetime, delivery: int) -> Job:
+    """The job a message carried, as ``start_job`` would have read it (nothing is read or
+    written: the finish checks that the job is still unfinished, and writes its start)."""
+    return Job(id=Job.id.python_value(job_id), user=user_id, type=job_type, payload=payload,
+               attempts=max(delivery, 1), started_at=now, status=JobStatus.RUNNING)
+
+
 def finish_job(
     job_id: uuid.UUID | str,
     now: datetime,

@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
-from jobs.platform import Event, load_domains
+from jobs.platform import REGISTRY, Domain, Event, load_domains
 from tests import support
 from tests.conftest import REDIS_URL
 from tests.support import SseReader, Stack, succeeded
@@ -148,3 +149,31 @@ def test_the_hub_survives_its_redis_connection_being_killed():
         asyncio.run(scenario())
     finally:
         sync.close()
+
+
+def test_the_hub_takes_one_event_or_a_topic_batch_in_order(settings):
+    async def scenario() -> list[tuple[str | None, int | None, dict]]:
+        hub = LiveHub(aioredis.Redis.from_url(settings.redis_url), settings.redis_prefix)
+        heard: list = []
+        hub.listen("job", "*", lambda e: heard.append((e.key, e.id, e.data)))
+        hub.listen("other", "7", lambda e: heard.append((e.key, e.id, e.data)))
+        await hub.start()
+        await asyncio.wait_for(hub.connected.wait(), 5)
+        publisher = Publisher(redis.Redis.from_url(settings.redis_url), settings.redis_prefix)
+        # A batch: two job events and one of another topic leave in one flush
+        publisher.publish([Event("job", {"n": 1}, "1", 10), Event("other", {"n": 2}, "7"),
+                           Event("job", {"n": 3}, "2", 11)])
+        deadline = time.monotonic() + 5
+        while len(heard) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await hub.stop()
+        return heard
+
+    REGISTRY.register(Domain("hub-test", live_topics=frozenset({"other"})))
+    try:
+        heard = asyncio.run(scenario())
+    finally:
+        REGISTRY.unregister("hub-test")
+    jobs = [h for h in heard if h[2]["n"] != 2]
+    assert jobs == [("1", 10, {"n": 1}), ("2", 11, {"n": 3})]
+    assert ("7", None, {"n": 2}) in heard and len(heard) == 3

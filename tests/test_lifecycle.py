@@ -4,6 +4,7 @@ events leave only after commit, once."""
 from __future__ import annotations
 
 import threading
+import uuid
 
 import msgspec
 import peewee
@@ -62,8 +63,9 @@ def heard(settings):
                 quiet += 1
                 continue
             quiet = 0
-            got.append((message["channel"].decode().rsplit(":", 1)[1],
-                        msgspec.json.decode(message["data"])))
+            topic = message["channel"].decode().rsplit(":", 1)[1]
+            sent = msgspec.json.decode(message["data"])
+            got.extend((topic, one) for one in (sent if isinstance(sent, list) else [sent]))
         return got
 
     yield drain
@@ -284,3 +286,123 @@ def test_a_delivery_that_cannot_reach_the_database_is_retried_until_it_can(setti
     assert retries.retry_when(many, peewee.InterfaceError("connection already closed"))
     assert not retries.retry_when(many, KeyError("a bug"))
     assert retries.retry_when(0, KeyError("a bug"))
+
+
+# -- a message that carries its job (what the door sends): no read before the effect -----
+
+def carried(job: Job, command: Command = CHARGE) -> str:
+    """One delivery of ``job``'s message as the door sends it (user and payload in it)."""
+    return lifecycle.execute_job(str(job.id), command, user_id=job.user_id,
+                                 payload=job.payload)
+
+
+def test_a_carried_job_commits_its_effect_and_outcome_and_counts_its_delivery(job, rt):
+    assert carried(job) == "succeeded"
+    stored = Job.get_by_id(job.id)
+    assert (stored.status, stored.result, stored.attempts) == ("succeeded", {"balance": 70}, 1)
+    assert stored.started_at is not None and stored.finished_at is not None
+    assert points.balance(job.user_id) == {"balance": 70, "held": 0}
+
+
+def test_a_carried_redelivery_of_a_terminal_job_rolls_its_effect_back(job, rt, heard):
+    assert carried(job) == "succeeded"
+    assert carried(job) == "skipped"
+    assert points.balance(job.user_id) == {"balance": 70, "held": 0}
+    assert PointHistory.select().count() == 1
+    assert Job.get_by_id(job.id).attempts == 1  # the rolled-back delivery wrote nothing
+    assert [topic for topic, _ in heard()].count("test.charged") == 1
+
+
+def test_two_carried_deliveries_at_once_apply_once(job, rt, heard):
+    # Given many deliveries of one job racing, none reading the row first
+    outcomes: list[str] = []
+    start = threading.Barrier(6)
+
+    def deliver():
+        start.wait(timeout=60)
+        with rt.database.connection_context():
+            outcomes.append(carried(job))
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then exactly one succeeded, its effect happened once, and its event left once
+    assert sorted(outcomes) == ["skipped"] * 5 + ["succeeded"]
+    assert points.balance(job.user_id) == {"balance": 70, "held": 0}
+    assert PointHistory.select().count() == 1
+    assert [topic for topic, _ in heard()].count("test.charged") == 1
+
+
+def test_a_carried_job_whose_row_is_gone_applies_nothing(job, rt):
+    Job.delete().where(Job.id == job.id).execute()  # (withdrawn: its send had failed)
+    assert carried(job) == "skipped"
+    assert points.balance(job.user_id) == {"balance": 0, "held": 0}
+
+
+def test_a_carried_refusal_of_a_terminal_job_is_skipped_without_give_up(job, rt):
+    undone: list[str] = []
+
+    def refuse():
+        raise DomainError("MAX_BALANCE_EXCEEDED")
+
+    command = charging(then=refuse, give_up=lambda ctx, cmd, code: undone.append(code))
+    assert carried(job) == "succeeded"
+    assert carried(job, command) == "skipped"
+    assert undone == [] and Job.get_by_id(job.id).status == "succeeded"
+
+
+def test_a_gated_command_reads_its_row_even_when_carried(job, rt):
+    # (the gate acts outside the transaction: it must not act for a finished job)
+    gated: list[str] = []
+    command = charging(gate=lambda ctx, payload: gated.append(str(ctx.job.id)))
+    assert carried(job, command) == "succeeded"
+    assert carried(job, command) == "skipped"
+    assert gated == [str(job.id)]
+
+
+def test_a_carried_job_that_keeps_killing_workers_is_given_up(job, rt):
+    for _ in range(rt.settings.job_max_deliveries):
+        rt.publisher.count_delivery(str(job.id))
+    assert carried(job) == "failed"
+    assert Job.get_by_id(job.id).error["message"] == "gave up after repeated deliveries"
+    assert points.balance(job.user_id) == {"balance": 0, "held": 0}
+
+
+# -- deliveries counted when a worker fetches a batch -----------------------------------
+
+def test_a_fetched_batch_is_counted_once_and_each_delivery_takes_its_count(job, rt):
+    from workers.broker import job_message
+
+    other = str(uuid.uuid4())
+    rt.publisher.count_delivery(other)  # (delivered once before)
+    bodies = [job_message(job.id, "points.charge", job.user_id, job.payload).encode(),
+              job_message(other, "points.charge").encode()]
+    rt.publisher.count_fetched(bodies)
+    key = f"{rt.settings.redis_prefix}:deliveries"
+    assert rt.redis.hget(key, str(job.id)) == b"1" and rt.redis.hget(key, other) == b"2"
+    # A delivery takes the count made at its fetch (no second increment) ...
+    assert rt.publisher.count_delivery(other) == 2
+    assert carried(job) == "succeeded" and Job.get_by_id(job.id).attempts == 1
+    # ... and one that was not fetched in a batch is counted by itself
+    assert rt.publisher.count_delivery(other) == 3
+
+
+def test_the_broker_reports_fetched_command_batches_only(settings):
+    from dataclasses import replace
+
+    from workers.broker import COMMANDS_QUEUE, SWEEPS_QUEUE, build_broker, send_jobs
+
+    prefix = f"{settings.redis_prefix}-fetch"
+    broker = build_broker(replace(settings, redis_prefix=prefix))
+    seen: list[int] = []
+    broker.on_fetch = lambda bodies: seen.append(len(bodies))
+    try:
+        send_jobs(broker, [(uuid.uuid4(), "points.charge") for _ in range(3)])
+        assert len(broker.do_fetch(SWEEPS_QUEUE, 10)) == 0
+        assert len(broker.do_fetch(COMMANDS_QUEUE, 10)) == 3
+        assert seen == [3]
+    finally:
+        broker.flush_all()
+        broker.close()

@@ -145,7 +145,7 @@ class JobGateway:
     def _send(self, jobs: list[Job]) -> None:
         """Enqueue recorded jobs; if the broker fails, withdraw them and answer 503."""
         try:
-            send_jobs(self.broker, [(job.id, job.type) for job in jobs])
+            send_jobs(self.broker, [(job.id, job.type, job.user_id, job.payload) for job in jobs])
         except Exception:
             log.warning("broker unavailable", exc_info=True, extra={"jobs": len(jobs)})
             if records.forget_unsent([job.id for job in jobs]):

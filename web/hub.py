@@ -1,6 +1,7 @@
 """The live hub: one Redis pub/sub connection per web process, fanned out in-process.
 
-Workers publish committed events on ``{prefix}:live:{topic}``; the hub holds one
+Workers publish committed events on ``{prefix}:live:{topic}`` (one event, or a JSON
+array of the events of one topic that left together); the hub holds one
 pattern subscription to them all and calls the listeners registered for the event's
 ``(topic, key)``, then those registered for ``(topic, "*")`` (every key of the topic).
 redis-py's asyncio pub/sub does not recover from a dropped connection by itself, so
@@ -42,7 +43,7 @@ class LiveHub:
         self.pattern = live_pattern(prefix)
         self._topic_at = len(prefix) + len(":live:")
         self._listeners: dict[tuple[str, str], set[Listener]] = defaultdict(set)
-        self._decode = msgspec.json.Decoder(_Wire).decode
+        self._decode = msgspec.json.Decoder(_Wire | list[_Wire]).decode
         self._task: asyncio.Task | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -106,15 +107,17 @@ class LiveHub:
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else channel
         try:
-            wire = self._decode(message["data"])
+            wires = self._decode(message["data"])
         except msgspec.DecodeError:
             log.warning("live hub: undecodable event", extra={"channel": channel})
             return
-        event = Event(channel[self._topic_at:], wire.data, wire.key, wire.id)
-        slots = dict.fromkeys([(event.topic, wire.key or ""), (event.topic, ANY_KEY)])
-        for slot in slots:  # (an event keyed "*" itself reaches its listeners once)
-            for listener in list(self._listeners.get(slot, ())):
-                listener(event)
+        topic = channel[self._topic_at:]
+        for wire in wires if isinstance(wires, list) else (wires,):
+            event = Event(topic, wire.data, wire.key, wire.id)
+            slots = dict.fromkeys([(topic, wire.key or ""), (topic, ANY_KEY)])
+            for slot in slots:  # (an event keyed "*" itself reaches its listeners once)
+                for listener in list(self._listeners.get(slot, ())):
+                    listener(event)
 
     def _gap(self) -> None:
         for listeners in list(self._listeners.values()):

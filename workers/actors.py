@@ -14,8 +14,8 @@ from workers.lifecycle import execute_job, run_periodic
 
 
 def _command_actor(job_type: str, doc: str) -> None:
-    def run(job_id: str) -> None:
-        execute_job(job_id)
+    def run(job_id: str, user_id: int | None = None, payload: dict | None = None) -> None:
+        execute_job(job_id, job_type=job_type, user_id=user_id, payload=payload)
 
     run.__name__ = run.__qualname__ = job_type.replace(".", "_")
     run.__doc__ = doc

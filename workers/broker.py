@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,20 @@ from db.settings import Settings
 COMMANDS_QUEUE = "commands"
 SWEEPS_QUEUE = "sweeps"
 QUEUES = (COMMANDS_QUEUE, SWEEPS_QUEUE)
+
+
+class JobBroker(RedisBroker):
+    """Dramatiq's Redis broker, telling ``on_fetch`` about each batch of command messages
+    a worker fetches (to count their deliveries in one round trip per batch)."""
+
+    on_fetch: Callable[[list[bytes]], None] | None = None
+
+    def do_fetch(self, queue_name: str, prefetch: int) -> list[bytes]:
+        """Fetch up to ``prefetch`` messages of ``queue_name`` (as the base class does)."""
+        bodies = self._dispatch("fetch")(queue_name, prefetch)
+        if bodies and self.on_fetch is not None and queue_name == COMMANDS_QUEUE:
+            self.on_fetch(bodies)
+        return bodies
 
 
 def dramatiq_namespace(settings: Settings) -> str:
@@ -60,7 +75,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.embedded:
         broker: dramatiq.Broker = StubBroker(middleware=middleware)
     else:
-        broker = RedisBroker(
+        broker = JobBroker(
             url=settings.redis_url,
             namespace=dramatiq_namespace(settings),
             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
@@ -73,24 +88,37 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     return broker
 
 
-def job_message(job_id: uuid.UUID | str, job_type: str) -> dramatiq.Message:
-    """The message of a recorded job: actor ``job_type``, message id = job id."""
+# A job to send: ``(id, type)``, or ``(id, type, user_id, payload)`` to carry the job in
+# its message (see ``job_message``).
+Sendable = tuple[uuid.UUID | str, str] | tuple[uuid.UUID | str, str, int, dict[str, Any]]
+
+
+def job_message(job_id: uuid.UUID | str, job_type: str, user_id: int | None = None,
+                payload: dict[str, Any] | None = None) -> dramatiq.Message:
+    """The message of a recorded job: actor ``job_type``, message id = job id.
+
+    With ``user_id`` and ``payload`` (as recorded), the message carries the job, and the
+    worker need not read the row before running it: the job's conditional finish is what
+    lets only one delivery's effect commit. Without them, the worker reads the row.
+    """
+    args: tuple = (str(job_id),) if payload is None else (str(job_id), user_id, payload)
     return dramatiq.Message(
         queue_name=COMMANDS_QUEUE,
         actor_name=job_type,
-        args=(str(job_id),),
+        args=args,
         kwargs={},
         options={},
         message_id=str(job_id),
     )
 
 
-def send_job(broker: dramatiq.Broker, job_id: uuid.UUID | str, job_type: str) -> None:
+def send_job(broker: dramatiq.Broker, job_id: uuid.UUID | str, job_type: str,
+             *carried: Any) -> None:
     """Enqueue the message for one recorded job."""
-    broker.enqueue(job_message(job_id, job_type))
+    broker.enqueue(job_message(job_id, job_type, *carried))
 
 
-def send_jobs(broker: dramatiq.Broker, jobs: list[tuple[uuid.UUID | str, str]]) -> None:
+def send_jobs(broker: dramatiq.Broker, jobs: list[Sendable]) -> None:
     """Enqueue the messages of many recorded jobs in one Redis round trip.
 
     ``RedisBroker.enqueue`` runs its ``dispatch`` script once per message (a round trip,
@@ -102,15 +130,15 @@ def send_jobs(broker: dramatiq.Broker, jobs: list[tuple[uuid.UUID | str, str]]) 
     consume these messages with real workers.
     """
     if not isinstance(broker, RedisBroker):
-        for job_id, job_type in jobs:
-            send_job(broker, job_id, job_type)
+        for job in jobs:
+            send_job(broker, *job)
         return
     if not jobs:
         return
     bodies = {}
-    for job_id, job_type in jobs:
+    for job in jobs:
         redis_id = str(uuid.uuid4())
-        message = job_message(job_id, job_type).copy(options={"redis_message_id": redis_id})
+        message = job_message(*job).copy(options={"redis_message_id": redis_id})
         broker.emit_before("enqueue", message, None)
         bodies[redis_id] = message.encode()
     queue = f"{broker.namespace}:{COMMANDS_QUEUE}"

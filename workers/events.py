@@ -1,7 +1,8 @@
 """What workers tell the rest of the system through Redis, after a commit.
 
-Live events go out on ``{prefix}:live:{topic}``; every web process's hub listens to
-them all with one pattern subscription. Job outcomes are counted here too (``/metrics``
+Live events go out on ``{prefix}:live:{topic}``, those of one topic that leave together
+in one message; every web process's hub listens to them all with one pattern
+subscription. Job outcomes are counted here too (``/metrics``
 reads the counters, the latency buckets and the time a job last finished), in the same
 round trip as the publish.
 """
@@ -28,6 +29,13 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 _encode = msgspec.json.Encoder().encode
 
 
+class _Message(msgspec.Struct):
+    message_id: str
+
+
+_message_id = msgspec.json.Decoder(_Message).decode
+
+
 def live_channel(prefix: str, topic: str) -> str:
     """The pub/sub channel of a live topic."""
     return f"{prefix}:live:{topic}"
@@ -41,6 +49,12 @@ def live_pattern(prefix: str) -> str:
 def encode_event(event: Event) -> bytes:
     """An event as it travels on pub/sub: ``{"key", "id", "data"}``."""
     return _encode({"key": event.key, "id": event.id, "data": event.data})
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Events of one topic as they travel in one pub/sub message: a JSON array of what
+    :func:`encode_event` makes, in order (the hub takes either)."""
+    return _encode([{"key": e.key, "id": e.id, "data": e.data} for e in events])
 
 
 def counters_key(prefix: str) -> str:
@@ -95,15 +109,35 @@ class Publisher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fetched: dict[str, int] = {}  # job id -> its count, counted at its fetch
 
     def count_delivery(self, job_id: str) -> int:
         """Count one more delivery of a job's message; the count so far.
 
-        Counted here, before the job's transaction begins, so that a delivery that kills
-        its worker (whose transaction rolls back) is still counted: a job that keeps
-        doing so is given up after ``JOB_MAX_DELIVERIES``.
+        Counted before the job's transaction begins, so that a delivery that kills its
+        worker (whose transaction rolls back) is still counted: a job that keeps doing so
+        is given up after ``JOB_MAX_DELIVERIES``. In a worker process, each message was
+        counted when its batch was fetched (:meth:`count_fetched`); otherwise here.
         """
+        counted = self._fetched.pop(job_id, None)
+        if counted is not None:
+            return counted
         return int(self.client.hincrby(deliveries_key(self.prefix), job_id, 1))
+
+    def count_fetched(self, bodies: list[bytes]) -> None:
+        """Count the deliveries of a batch of fetched job messages, in one round trip.
+
+        A message is counted as delivered when its worker process fetched it, before any
+        of its threads runs it. If Redis cannot be reached, each is counted when it runs.
+        """
+        try:
+            ids = [_message_id(body).message_id for body in bodies]
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hincrby(deliveries_key(self.prefix), job_id, 1)
+            self._fetched.update(zip(ids, map(int, pipe.execute()), strict=True))
+        except (redis.RedisError, msgspec.DecodeError) as e:
+            log.warning("could not count fetched deliveries", extra={"reason": repr(e)})
 
     def publish(
         self,
@@ -155,8 +189,11 @@ class Publisher:
         with self._lock:
             batch, self._batch = self._batch, _Batch()
         pipe = self.client.pipeline(transaction=False)
+        by_topic: dict[str, list[Event]] = {}
         for event in batch.events:
-            pipe.publish(live_channel(self.prefix, event.topic), encode_event(event))
+            by_topic.setdefault(event.topic, []).append(event)
+        for topic, events in by_topic.items():  # one message per topic, events in order
+            pipe.publish(live_channel(self.prefix, topic), encode_events(events))
         for field, n in batch.counts.items():
             pipe.hincrby(counters_key(self.prefix), field, n)
         for field, n in batch.latency.items():

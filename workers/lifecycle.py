@@ -63,8 +63,17 @@ class _GiveUp(Exception):
     """The delivery cannot run the job (no such command, too many deliveries)."""
 
 
-def execute_job(job_id: str, command: Command | None = None) -> str:
-    """Run one delivery of ``job_id`` (through ``command``, else its registered one)."""
+def execute_job(job_id: str, command: Command | None = None, *, job_type: str | None = None,
+                user_id: int | None = None, payload: dict | None = None) -> str:
+    """Run one delivery of ``job_id`` (through ``command``, else ``job_type``'s registered
+    one, else the one its row names).
+
+    A message that carries its job (``user_id`` and ``payload``) runs without reading the
+    row first: its conditional finish still lets exactly one delivery's effect commit (a
+    second delivery waits on the first's row lock, then finds the job terminal and rolls
+    its own effect back). A command with a gate reads the row (its lease) even so: the
+    gate's effect is outside the transaction and must not run for a finished job.
+    """
     rt = runtime.current()
     extra: dict[str, Any] = {"job_id": job_id}
     try:
@@ -72,11 +81,19 @@ def execute_job(job_id: str, command: Command | None = None) -> str:
     except redis.RedisError as e:  # the row's own count still holds
         log.warning("could not count the delivery", extra=extra | {"reason": repr(e)})
         delivery = 0
-    job = ctx = payload = finished = None
+    if command is None and job_type is not None:
+        command = REGISTRY.commands.get(job_type)
+    carried, payload = payload, None  # (``payload``: the decoded one, once it is)
+    job = ctx = finished = None
     with rt.database.connection_context():
         try:
             with rt.database.atomic() as transaction:
-                job = records.start_job(job_id, rt.clock.now(), delivery)
+                if (carried is not None and user_id is not None and command is not None
+                        and command.gate is None):
+                    job = records.delivered_job(job_id, command.type, user_id, carried,
+                                                rt.clock.now(), delivery)
+                else:
+                    job = records.start_job(job_id, rt.clock.now(), delivery)
                 if job is None:
                     transaction.rollback()
                 else:

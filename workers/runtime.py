@@ -7,7 +7,6 @@ these adapters, and only from reactions or gates, never inside a transaction.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ import redis
 
 from db.settings import Settings
 from jobs.clock import Clock
-from workers.broker import BrokerEpoch, send_jobs
+from workers.broker import BrokerEpoch, Sendable, send_jobs
 from workers.coupon_gate import CouponGate
 from workers.events import Publisher
 from workers.rankings import BestSellerCache
@@ -42,7 +41,7 @@ class Runtime:
     broker_epoch: BrokerEpoch
     config: dict[str, Any]  # each domain's settings, by domain name
 
-    def send_jobs(self, jobs: list[tuple[uuid.UUID | str, str]]) -> None:
+    def send_jobs(self, jobs: list[Sendable]) -> None:
         """Enqueue the messages of recorded jobs."""
         send_jobs(self.broker, jobs)
 
