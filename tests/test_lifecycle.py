@@ -4,7 +4,6 @@ events leave only after commit, once."""
 from __future__ import annotations
 
 import threading
-import uuid
 
 import msgspec
 import peewee
@@ -368,41 +367,3 @@ def test_a_carried_job_that_keeps_killing_workers_is_given_up(job, rt):
     assert carried(job) == "failed"
     assert Job.get_by_id(job.id).error["message"] == "gave up after repeated deliveries"
     assert points.balance(job.user_id) == {"balance": 0, "held": 0}
-
-
-# -- deliveries counted when a worker fetches a batch -----------------------------------
-
-def test_a_fetched_batch_is_counted_once_and_each_delivery_takes_its_count(job, rt):
-    from workers.broker import job_message
-
-    other = str(uuid.uuid4())
-    rt.publisher.count_delivery(other)  # (delivered once before)
-    bodies = [job_message(job.id, "points.charge", job.user_id, job.payload).encode(),
-              job_message(other, "points.charge").encode()]
-    rt.publisher.count_fetched(bodies)
-    key = f"{rt.settings.redis_prefix}:deliveries"
-    assert rt.redis.hget(key, str(job.id)) == b"1" and rt.redis.hget(key, other) == b"2"
-    # A delivery takes the count made at its fetch (no second increment) ...
-    assert rt.publisher.count_delivery(other) == 2
-    assert carried(job) == "succeeded" and Job.get_by_id(job.id).attempts == 1
-    # ... and one that was not fetched in a batch is counted by itself
-    assert rt.publisher.count_delivery(other) == 3
-
-
-def test_the_broker_reports_fetched_command_batches_only(settings):
-    from dataclasses import replace
-
-    from workers.broker import COMMANDS_QUEUE, SWEEPS_QUEUE, build_broker, send_jobs
-
-    prefix = f"{settings.redis_prefix}-fetch"
-    broker = build_broker(replace(settings, redis_prefix=prefix))
-    seen: list[int] = []
-    broker.on_fetch = lambda bodies: seen.append(len(bodies))
-    try:
-        send_jobs(broker, [(uuid.uuid4(), "points.charge") for _ in range(3)])
-        assert len(broker.do_fetch(SWEEPS_QUEUE, 10)) == 0
-        assert len(broker.do_fetch(COMMANDS_QUEUE, 10)) == 3
-        assert seen == [3]
-    finally:
-        broker.flush_all()
-        broker.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -28,20 +27,6 @@ from db.settings import Settings
 COMMANDS_QUEUE = "commands"
 SWEEPS_QUEUE = "sweeps"
 QUEUES = (COMMANDS_QUEUE, SWEEPS_QUEUE)
-
-
-class JobBroker(RedisBroker):
-    """Dramatiq's Redis broker, telling ``on_fetch`` about each batch of command messages
-    a worker fetches (to count their deliveries in one round trip per batch)."""
-
-    on_fetch: Callable[[list[bytes]], None] | None = None
-
-    def do_fetch(self, queue_name: str, prefetch: int) -> list[bytes]:
-        """Fetch up to ``prefetch`` messages of ``queue_name`` (as the base class does)."""
-        bodies = self._dispatch("fetch")(queue_name, prefetch)
-        if bodies and self.on_fetch is not None and queue_name == COMMANDS_QUEUE:
-            self.on_fetch(bodies)
-        return bodies
 
 
 def dramatiq_namespace(settings: Settings) -> str:
@@ -75,7 +60,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.embedded:
         broker: dramatiq.Broker = StubBroker(middleware=middleware)
     else:
-        broker = JobBroker(
+        broker = RedisBroker(
             url=settings.redis_url,
             namespace=dramatiq_namespace(settings),
             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,

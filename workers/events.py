@@ -29,13 +29,6 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 _encode = msgspec.json.Encoder().encode
 
 
-class _Message(msgspec.Struct):
-    message_id: str
-
-
-_message_id = msgspec.json.Decoder(_Message).decode
-
-
 def live_channel(prefix: str, topic: str) -> str:
     """The pub/sub channel of a live topic."""
     return f"{prefix}:live:{topic}"
@@ -109,35 +102,15 @@ class Publisher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._fetched: dict[str, int] = {}  # job id -> its count, counted at its fetch
 
     def count_delivery(self, job_id: str) -> int:
         """Count one more delivery of a job's message; the count so far.
 
-        Counted before the job's transaction begins, so that a delivery that kills its
-        worker (whose transaction rolls back) is still counted: a job that keeps doing so
-        is given up after ``JOB_MAX_DELIVERIES``. In a worker process, each message was
-        counted when its batch was fetched (:meth:`count_fetched`); otherwise here.
+        Counted here, before the job's transaction begins, so that a delivery that kills
+        its worker (whose transaction rolls back) is still counted: a job that keeps
+        doing so is given up after ``JOB_MAX_DELIVERIES``.
         """
-        counted = self._fetched.pop(job_id, None)
-        if counted is not None:
-            return counted
         return int(self.client.hincrby(deliveries_key(self.prefix), job_id, 1))
-
-    def count_fetched(self, bodies: list[bytes]) -> None:
-        """Count the deliveries of a batch of fetched job messages, in one round trip.
-
-        A message is counted as delivered when its worker process fetched it, before any
-        of its threads runs it. If Redis cannot be reached, each is counted when it runs.
-        """
-        try:
-            ids = [_message_id(body).message_id for body in bodies]
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hincrby(deliveries_key(self.prefix), job_id, 1)
-            self._fetched.update(zip(ids, map(int, pipe.execute()), strict=True))
-        except (redis.RedisError, msgspec.DecodeError) as e:
-            log.warning("could not count fetched deliveries", extra={"reason": repr(e)})
 
     def publish(
         self,

@@ -14,6 +14,5 @@ if settings.embedded:
 configure_logging(settings.log_level)
 runtime = bootstrap.start(settings, redis.Redis.from_url(settings.redis_url))
 runtime.publisher.start()  # after-commit notices leave in batches, from their own thread
-runtime.broker.on_fetch = runtime.publisher.count_fetched  # deliveries: one round trip a batch
 bootstrap.calm_garbage_collector()
 broker = runtime.broker
