@@ -367,3 +367,23 @@ def test_a_carried_job_that_keeps_killing_workers_is_given_up(job, rt):
     assert carried(job) == "failed"
     assert Job.get_by_id(job.id).error["message"] == "gave up after repeated deliveries"
     assert points.balance(job.user_id) == {"balance": 0, "held": 0}
+
+
+def test_a_large_batch_of_notices_leaves_in_one_call(rt):
+    from workers.events import Publisher
+
+    # Given more finished jobs queued up than Lua's unpack takes at once
+    key = f"{rt.settings.redis_prefix}:deliveries"
+    counters = counters_key(rt.settings.redis_prefix)
+    before = int(rt.redis.hget(counters, "points.charge|succeeded") or 0)
+    ids = [f"job-{n}" for n in range(2500)]
+    rt.redis.hset(key, mapping=dict.fromkeys([*ids, "unfinished"], 1))
+    publisher = Publisher(rt.redis, rt.settings.redis_prefix)
+    publisher._thread = threading.current_thread()  # (queue only, as the thread's caller)
+    for job_id in ids:
+        publisher.publish((), "points.charge", "succeeded", 0.02, job_id)
+    # When they are flushed, then all of it was said in the one call
+    publisher.flush()
+    left = set(rt.redis.hkeys(key))
+    assert b"unfinished" in left and not left & {i.encode() for i in ids}
+    assert int(rt.redis.hget(counters, "points.charge|succeeded")) == before + 2500

@@ -74,6 +74,30 @@ def deliveries_key(prefix: str) -> str:
     return f"{prefix}:deliveries"
 
 
+# One call for a batch of notices. KEYS: the counters, the latency buckets, the last
+# finish, the deliveries. ARGV: the last finish time ("" if none); the counter, bucket
+# and latency-sum increments (each a count, then field/amount pairs); the finished job
+# ids (a count, then the ids); then channel/message pairs to publish, in order.
+_NOTIFY = """
+if ARGV[1] ~= "" then redis.call("SET", KEYS[3], ARGV[1]) end
+local i = 2
+for _, command in ipairs({{"HINCRBY", 1}, {"HINCRBY", 2}, {"HINCRBYFLOAT", 2}}) do
+  local n = tonumber(ARGV[i])
+  for j = i + 1, i + 2 * n, 2 do
+    redis.call(command[1], KEYS[command[2]], ARGV[j], ARGV[j + 1])
+  end
+  i = i + 1 + 2 * n
+end
+local n = tonumber(ARGV[i])
+for j = i + 1, i + n, 1000 do  -- (unpack's stack is limited: a thousand at a time)
+  redis.call("HDEL", KEYS[4], unpack(ARGV, j, math.min(j + 999, i + n)))
+end
+for j = i + 1 + n, #ARGV, 2 do
+  redis.call("PUBLISH", ARGV[j], ARGV[j + 1])
+end
+"""
+
+
 class _Batch:
     """What some jobs' after-commit notices add up to: one pipeline sends it all."""
 
@@ -102,6 +126,9 @@ class Publisher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._notify = client.register_script(_NOTIFY)
+        self._keys = [counters_key(prefix), latency_key(prefix), last_finish_key(prefix),
+                      deliveries_key(prefix)]
 
     def count_delivery(self, job_id: str) -> int:
         """Count one more delivery of a job's message; the count so far.
@@ -158,27 +185,23 @@ class Publisher:
                 log.warning("could not publish job events", extra={"reason": repr(e)})
 
     def flush(self) -> None:
-        """Send what has queued up, in one pipeline."""
+        """Send what has queued up, in one script call."""
         with self._lock:
             batch, self._batch = self._batch, _Batch()
-        pipe = self.client.pipeline(transaction=False)
         by_topic: dict[str, list[Event]] = {}
         for event in batch.events:
             by_topic.setdefault(event.topic, []).append(event)
+        args: list[Any] = ["" if batch.last_finish is None else repr(batch.last_finish)]
+        for section in (batch.counts, batch.latency, batch.seconds):
+            args.append(len(section))
+            for field, n in section.items():
+                args += (field, n)
+        args.append(len(batch.finished))
+        args += batch.finished
         for topic, events in by_topic.items():  # one message per topic, events in order
-            pipe.publish(live_channel(self.prefix, topic), encode_events(events))
-        for field, n in batch.counts.items():
-            pipe.hincrby(counters_key(self.prefix), field, n)
-        for field, n in batch.latency.items():
-            pipe.hincrby(latency_key(self.prefix), field, n)
-        for field, seconds in batch.seconds.items():
-            pipe.hincrbyfloat(latency_key(self.prefix), field, seconds)
-        if batch.last_finish is not None:
-            pipe.set(last_finish_key(self.prefix), repr(batch.last_finish))
-        if batch.finished:
-            pipe.hdel(deliveries_key(self.prefix), *batch.finished)
-        if len(pipe):
-            pipe.execute()
+            args += (live_channel(self.prefix, topic), encode_events(events))
+        if len(args) > 5:  # (anything at all to say)
+            self._notify(keys=self._keys, args=args)
 
 
 def _text(mapping: dict) -> dict[str, str]:
