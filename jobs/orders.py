@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from db.connection import database, execute, for_update
+from db.connection import database, execute, for_update, is_postgres
 from db.models import CartItem, Coupon, Order, OrderItem, Product, UserCoupon
 from jobs import points
 from jobs.clock import iso
@@ -42,6 +42,45 @@ def create_order(
         if not items:
             raise DomainError("CART_EMPTY", "the cart is empty")
     items = sorted(items)  # lock product rows in one order everywhere: no deadlocks
+    expires_at = now + ORDER_TTL
+    if is_postgres() and len({pid for pid, _ in items}) == len(items):
+        order_id, total = _create_in_one_statement(user_id, items, now, expires_at)
+    else:
+        order_id, total = _create_line_by_line(user_id, items, now, expires_at)
+    discount = 0
+    if user_coupon_id is not None:
+        discount = _hold_coupon(user_id, user_coupon_id, order_id, total, now)
+        execute("UPDATE orders SET discount = %s, pay_amount = %s, user_coupon_id = %s"
+                " WHERE id = %s", (discount, total - discount, user_coupon_id, order_id))
+    if from_cart:
+        CartItem.delete().where(CartItem.user == user_id).execute()
+    return {"order_id": order_id, "status": NOT_PAID, "total": total, "discount": discount,
+            "pay_amount": total - discount, "expires_at": iso(expires_at)}
+
+
+def _create_in_one_statement(user_id: int, items: list[tuple[int, int]], now: datetime,
+                             expires_at: datetime) -> tuple[int, int]:
+    """Take the stock of every line, record the order and its items: one round trip.
+
+    The product rows are locked in id order first (``l``), as line by line would; if any
+    line cannot be taken, no order is recorded, and the first such line (in id order)
+    names the refusal (the caller's transaction undoes the lines that were taken).
+    """
+    rows = ", ".join(["(%s, %s)"] * len(items))
+    params = ([pid for pid, _ in items], *(v for line in items for v in line),
+              user_id, NOT_PAID, now, expires_at, len(items))
+    order_id, total, taken = execute(_CREATE.format(rows=rows), params).fetchone()
+    if order_id is None:
+        pid = next(pid for pid, _ in items if pid not in (taken or ()))
+        if not execute("SELECT 1 FROM products WHERE id = %s", (pid,)).fetchone():
+            raise DomainError("PRODUCT_NOT_FOUND", f"no product {pid}")
+        raise DomainError("OUT_OF_STOCK", f"not enough of product {pid}")
+    return order_id, total
+
+
+def _create_line_by_line(user_id: int, items: list[tuple[int, int]], now: datetime,
+                         expires_at: datetime) -> tuple[int, int]:
+    """Take the stock line by line, then record the order and its items."""
     prices = {}
     for pid, quantity in items:
         row = execute(_TAKE_STOCK, (quantity, pid, quantity)).fetchone()
@@ -51,20 +90,11 @@ def create_order(
             raise DomainError("OUT_OF_STOCK", f"not enough of product {pid}")
         prices[pid] = row[0]
     total = sum(prices[pid] * quantity for pid, quantity in items)
-    expires_at = now + ORDER_TTL
     order_id = execute(_NEW_ORDER, (user_id, NOT_PAID, total, total, now, expires_at)).fetchone()[0]
-    discount = 0
-    if user_coupon_id is not None:
-        discount = _hold_coupon(user_id, user_coupon_id, order_id, total, now)
-        execute("UPDATE orders SET discount = %s, pay_amount = %s, user_coupon_id = %s"
-                " WHERE id = %s", (discount, total - discount, user_coupon_id, order_id))
     values = ", ".join(["(%s, %s, %s, %s)"] * len(items))
     execute(f"INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES {values}",
             tuple(v for pid, quantity in items for v in (order_id, pid, quantity, prices[pid])))
-    if from_cart:
-        CartItem.delete().where(CartItem.user == user_id).execute()
-    return {"order_id": order_id, "status": NOT_PAID, "total": total, "discount": discount,
-            "pay_amount": total - discount, "expires_at": iso(expires_at)}
+    return order_id, total
 
 
 # The per-order statements, written out: compiling them with peewee cost more CPU than
@@ -76,6 +106,26 @@ _PAY = ("UPDATE orders SET status = 'PAID', paid_at = %s"
         " WHERE id = %s AND user_id = %s AND status = 'NOT_PAID' AND expires_at > %s"
         " RETURNING pay_amount, user_coupon_id, total, discount")
 _ITEMS = "SELECT product_id, quantity, unit_price FROM order_items WHERE order_id = %s"
+_CREATE = (  # the stock of every line, then the order and its items, if all were taken
+    "WITH l AS (SELECT id FROM products WHERE id = ANY(%s) ORDER BY id FOR UPDATE),"
+    " v (p, q) AS (VALUES {rows}),"
+    " taken AS (UPDATE products SET stock = stock - v.q FROM v, l"
+    "  WHERE products.id = v.p AND l.id = v.p AND products.stock >= v.q"
+    "  RETURNING products.id, products.price, v.q),"
+    " o AS (INSERT INTO orders (user_id, status, total, discount, pay_amount, created_at,"
+    "  expires_at) SELECT %s, %s, t.total, 0, t.total, %s, %s"
+    "  FROM (SELECT sum(price * q) AS total, count(*) AS n FROM taken) t WHERE t.n = %s"
+    "  RETURNING id, total),"
+    " i AS (INSERT INTO order_items (order_id, product_id, quantity, unit_price)"
+    "  SELECT o.id, taken.id, taken.q, taken.price FROM o, taken)"
+    " SELECT o.id, o.total, (SELECT array_agg(id) FROM taken) FROM (SELECT) AS one"
+    " LEFT JOIN o ON true"
+)
+_PAY_WITH_ITEMS = (  # one row per item of the order just paid (none if it was not)
+    "WITH paid AS (" + _PAY.replace("RETURNING", "RETURNING id,") + ")"
+    " SELECT p.pay_amount, p.user_coupon_id, p.total, p.discount, i.product_id, i.quantity,"
+    " i.unit_price FROM paid p LEFT JOIN order_items i ON i.order_id = p.id ORDER BY i.id"
+)
 
 
 def _hold_coupon(user_id: int, user_coupon_id: int, order_id: int, total: int,
@@ -99,7 +149,13 @@ def _hold_coupon(user_id: int, user_coupon_id: int, order_id: int, total: int,
 
 def pay_order(user_id: int, order_id: int, now: datetime, emit: Emit) -> dict:
     """Inside a transaction: spend points, mark PAID, use the coupon, emit ``order.paid``."""
-    won = execute(_PAY, (now, order_id, user_id, now)).fetchone()
+    if is_postgres():  # paid, and its items read, in one round trip
+        rows = execute(_PAY_WITH_ITEMS, (now, order_id, user_id, now)).fetchall()
+        won = rows[0][:4] if rows else None
+        lines = [row[4:] for row in rows if row[4] is not None]
+    else:
+        won = execute(_PAY, (now, order_id, user_id, now)).fetchone()
+        lines = None
     if won is None:
         order = Order.get_or_none((Order.id == order_id) & (Order.user == user_id))
         if order is None:
@@ -114,8 +170,10 @@ def pay_order(user_id: int, order_id: int, now: datetime, emit: Emit) -> dict:
         balance = points.balance(user_id)["balance"]
     if user_coupon_id is not None:
         UserCoupon.update(used=True).where(UserCoupon.id == user_coupon_id).execute()
+    if lines is None:
+        lines = execute(_ITEMS, (order_id,)).fetchall()
     items = [{"product_id": pid, "quantity": quantity, "unit_price": price}
-             for pid, quantity, price in execute(_ITEMS, (order_id,)).fetchall()]
+             for pid, quantity, price in lines]
     emit("order.paid", {
         "order_id": order_id, "user_id": user_id, "items": items, "total": total,
         "discount": discount, "pay_amount": pay_amount, "paid_at": iso(now),

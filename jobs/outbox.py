@@ -21,9 +21,16 @@ PENDING, DELIVERED, DEAD = "PENDING", "DELIVERED", "DEAD"
 
 def add_event(topic: str, payload: dict, now: datetime) -> None:
     """Inside the caller's transaction: queue an event for delivery."""
-    execute("INSERT INTO outbox_events (topic, payload, status, attempts, next_attempt_at,"
-            " created_at) VALUES (%s, %s, %s, 0, %s, %s)",
-            (topic, OutboxEvent.payload.db_value(payload), PENDING, now, now))
+    execute(*insert_events([(topic, payload)], now))
+
+
+def insert_events(events: list[tuple[str, dict]], now: datetime) -> tuple[str, tuple]:
+    """The statement (and its parameters) that queues ``(topic, payload)`` events."""
+    rows = ", ".join(["(%s, %s, %s, 0, %s, %s)"] * len(events))
+    params = tuple(v for topic, payload in events
+                   for v in (topic, OutboxEvent.payload.db_value(payload), PENDING, now, now))
+    return ("INSERT INTO outbox_events (topic, payload, status, attempts, next_attempt_at,"
+            f" created_at) VALUES {rows}", params)
 
 
 def claim_due(now: datetime, limit: int = 100) -> list[OutboxEvent]:

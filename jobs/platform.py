@@ -61,15 +61,21 @@ class Context:
     job: Any = None
     user_id: int | None = None
     events: list[Event] = field(default_factory=list)
+    # With ``defer_outbox``, outbox events wait here, and the job's finish writes them
+    # (same transaction, same round trip); otherwise each is written when emitted.
+    defer_outbox: bool = False
+    outbox: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def emit(self, topic: str, data: dict[str, Any], *, key: Any = None,
              id: int | None = None) -> None:
         """Record an event; it leaves only if the transaction commits."""
-        event = Event(topic, data, None if key is None else str(key), id)
         if topic in REGISTRY.outbox_topics:
-            outbox.add_event(topic, data, self.now)  # written in this transaction
+            if self.defer_outbox:
+                self.outbox.append((topic, data))
+            else:
+                outbox.add_event(topic, data, self.now)  # written in this transaction
         else:
-            self.events.append(event)
+            self.events.append(Event(topic, data, None if key is None else str(key), id))
 
 
 Handler = Callable[[Context, Any], dict]

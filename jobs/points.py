@@ -14,7 +14,7 @@ from typing import Annotated
 
 import msgspec
 
-from db.connection import database, execute
+from db.connection import database, execute, is_postgres
 from db.models import PointHistory, PointWallet
 from jobs.clock import iso
 from jobs.errors import DomainError
@@ -37,6 +37,10 @@ _LOG = (
     "INSERT INTO point_history (user_id, type, amount, balance_after, ref, created_at)"
     " VALUES (%s, %s, %s, %s, %s, %s)"
 )
+_LOG_MOVED = (  # the history row of the move in ``w`` (none if the guard refused it)
+    "INSERT INTO point_history (user_id, type, amount, balance_after, ref, created_at)"
+    " SELECT %s, %s, %s, balance, %s, %s FROM w RETURNING balance_after"
+)
 
 
 def _move(user_id: int, delta: int, kind: str, ref: str, now: datetime, guard: str,
@@ -49,8 +53,12 @@ def _move(user_id: int, delta: int, kind: str, ref: str, now: datetime, guard: s
     _require_transaction()
     guard_held = " AND held >= %s" if escrow > 0 else ""
     params = (delta, escrow, now, user_id, bound) + ((escrow,) if escrow > 0 else ())
-    row = execute(f"{_MOVE} AND balance {guard} %s{guard_held} RETURNING balance",
-                  params).fetchone()
+    move = f"{_MOVE} AND balance {guard} %s{guard_held}"
+    if is_postgres():  # both in one statement: one round trip
+        row = execute(f"WITH w AS ({move} RETURNING balance) {_LOG_MOVED}",
+                      (*params, user_id, kind, delta, ref, now)).fetchone()
+        return None if row is None else row[0]
+    row = execute(f"{move} RETURNING balance", params).fetchone()
     if row is None:
         return None
     execute(_LOG, (user_id, kind, delta, row[0], ref, now))

@@ -16,6 +16,7 @@ from db.models import Job, JobStatus
 from db.models.jobs import TERMINAL
 from jobs.clock import iso
 from jobs.errors import DomainError
+from jobs.outbox import insert_events
 from jobs.pagination import Moment, keyset_page
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -217,17 +218,27 @@ def finish_job(
     error: dict | None = None,
     delivery: int = 0,
     started: datetime | None = None,
+    outbox: list[tuple[str, dict]] = (),
 ) -> Job | None:
     """Make a job terminal (succeeded with ``result`` or failed with ``error``), once,
     counting at least ``delivery`` deliveries (and, if its start was rolled back with
     its effect, started at ``started``).
 
-    Returns the terminal job, or None if it already was terminal.
+    ``outbox`` events (``(topic, payload)``, emitted by the job's handler) are written
+    with the finish. Returns the terminal job, or None if it already was terminal (the
+    caller rolls back: the events with the rest).
     """
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
     params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
               started, delivery, delivery, Job.id.db_value(job_id))
-    row = execute(_with_seq(_FINISH), params).fetchone()
+    sql = _with_seq(_FINISH)
+    if outbox:
+        written, more = insert_events(outbox, now)
+        if is_postgres():  # both in one round trip (the cursor holds the last's rows)
+            sql, params = f"{written}; {sql}", more + params
+        else:
+            execute(written, more)
+    row = execute(sql, params).fetchone()
     if row is None:
         return None
     return Job(id=Job.id.python_value(job_id), user=row[0], type=row[1], status=status,

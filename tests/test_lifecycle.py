@@ -387,3 +387,21 @@ def test_a_large_batch_of_notices_leaves_in_one_call(rt):
     left = set(rt.redis.hkeys(key))
     assert b"unfinished" in left and not left & {i.encode() for i in ids}
     assert int(rt.redis.hget(counters, "points.charge|succeeded")) == before + 2500
+
+
+def test_a_jobs_outbox_event_is_written_with_its_finish_once(job, rt):
+    from db.models import OutboxEvent
+
+    def handler(ctx, cmd):
+        result = points.charge(ctx.user_id, cmd.amount, f"job:{ctx.job.id}", ctx.now)
+        ctx.emit("order.paid", {"order_id": 1, "amount": cmd.amount})
+        assert OutboxEvent.select().count() == before  # (waits for the finish)
+        return result
+
+    before = OutboxEvent.select().count()
+    command = Command("points.charge", Amount, handler, "POST", "/x", "test")
+    assert carried(job, command) == "succeeded"
+    assert carried(job, command) == "skipped"  # (its event rolled back with the rest)
+    events = list(OutboxEvent.select().order_by(OutboxEvent.id))[before:]
+    assert [(e.topic, e.payload, e.status) for e in events] == [
+        ("order.paid", {"order_id": 1, "amount": 70}, "PENDING")]

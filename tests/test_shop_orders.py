@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from db.models import Order, OutboxEvent, UserCoupon
+from db.models import Order, OrderItem, OutboxEvent, UserCoupon
 from jobs import orders, points
 from jobs.errors import DomainError
 from jobs.platform import Context
@@ -46,6 +46,49 @@ def test_out_of_stock_takes_nothing(clean_db, clock):
     assert refusal(create, clean_db, uid, [(a, 2), (b, 2)], clock) == "OUT_OF_STOCK"
     assert (stock_of(a), stock_of(b)) == (5, 1)
     assert Order.select().count() == 0
+
+
+def test_the_first_line_that_cannot_be_taken_names_the_refusal(clean_db, clock):
+    # (lines before it were taken, then given back: their stock is no excuse)
+    uid = user_with_points("picky", 0, clock.now())
+    a, b = product("a", 100, 6, clock.now()), product("b", 100, 1, clock.now())
+    with pytest.raises(DomainError) as short:
+        create(clean_db, uid, [(b, 3), (a, 5)], clock)
+    assert (short.value.code, short.value.message) == ("OUT_OF_STOCK",
+                                                       f"not enough of product {b}")
+    with pytest.raises(DomainError) as lost:
+        create(clean_db, uid, [(a, 5), (999_999, 1), (b, 1)], clock)
+    assert (lost.value.code, lost.value.message) == ("PRODUCT_NOT_FOUND", "no product 999999")
+    assert (stock_of(a), stock_of(b), Order.select().count()) == (6, 1, 0)
+
+
+def test_orders_over_overlapping_products_at_once_neither_deadlock_nor_oversell(clean_db,
+                                                                                clock):
+    # Given three products of 12 each, and 24 orders of two or three lines at once
+    ids = [product(f"p{n}", 10, 12, clock.now()) for n in range(3)]
+    shapes = [[(ids[0], 1), (ids[1], 1)], [(ids[2], 1), (ids[1], 1), (ids[0], 1)],
+              [(ids[2], 1), (ids[0], 1)], [(ids[1], 1), (ids[2], 1)]]
+    uid = user_with_points("crowd", 0, clock.now())
+    outcomes: list[str] = []
+
+    def one(lines):
+        with clean_db.connection_context():
+            try:
+                create(clean_db, uid, lines, clock)
+                outcomes.append("ok")
+            except DomainError as e:
+                outcomes.append(e.code)
+
+    def order(n: int):
+        return lambda: one(shapes[n % len(shapes)])
+
+    run_together(*[order(n) for n in range(24)])
+    # Then every order succeeded or was refused for stock (no deadlock), and the stock
+    # taken equals the items recorded
+    assert set(outcomes) == {"ok", "OUT_OF_STOCK"} and len(outcomes) == 24
+    for pid in ids:
+        ordered = sum(i.quantity for i in OrderItem.select().where(OrderItem.product == pid))
+        assert stock_of(pid) + ordered == 12 and stock_of(pid) >= 0
 
 
 def test_unknown_product_and_empty_cart_are_refused(clean_db, clock):

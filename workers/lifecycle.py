@@ -99,7 +99,8 @@ def execute_job(job_id: str, command: Command | None = None, *, job_type: str | 
                 else:
                     extra |= {"job_type": job.type, "user_id": job.user_id,
                               "attempt": job.attempts}
-                    ctx = Context(now=rt.clock.now(), services=rt, job=job, user_id=job.user_id)
+                    ctx = Context(now=rt.clock.now(), services=rt, job=job, user_id=job.user_id,
+                                  defer_outbox=True)
                     command = command or REGISTRY.commands.get(job.type)
                     if command is None:
                         raise _GiveUp("no such command")
@@ -111,7 +112,8 @@ def execute_job(job_id: str, command: Command | None = None, *, job_type: str | 
                         command.gate(ctx, payload)
                     result = command.handler(ctx, payload)
                     finished = records.finish_job(job_id, rt.clock.now(), result=result,
-                                                  delivery=job.attempts, started=job.started_at)
+                                                  delivery=job.attempts, started=job.started_at,
+                                                  outbox=ctx.outbox)
                     if finished is None:  # another delivery finished it: undo this one
                         transaction.rollback()
         except _GiveUp as reason:
