@@ -14,6 +14,7 @@ from db.models import Job, PointHistory
 from jobs import points, records, users
 from jobs.errors import DomainError
 from jobs.platform import REGISTRY, Command, Domain
+from tests.support import run_together
 from workers import lifecycle
 from workers.events import counters_key, live_pattern
 
@@ -108,21 +109,21 @@ def test_events_are_published_after_commit_exactly_once_despite_a_second_deliver
     assert job_event["id"] == Job.get_by_id(job.id).seq
 
 
+def at_once(rt, n: int, deliver) -> list[str]:
+    """The outcomes of ``n`` deliveries started at the same moment, each on its thread."""
+    outcomes: list[str] = []
+
+    def one() -> None:
+        with rt.database.connection_context():
+            outcomes.append(deliver())
+
+    run_together(*[one] * n)
+    return outcomes
+
+
 def test_two_deliveries_at_once_publish_once(job, rt, heard):
     # Given two deliveries of one job racing (the second waits on the first's row lock)
-    outcomes: list[str] = []
-    start = threading.Barrier(2)
-
-    def deliver():
-        start.wait(timeout=60)
-        with rt.database.connection_context():
-            outcomes.append(lifecycle.execute_job(str(job.id), CHARGE))
-
-    threads = [threading.Thread(target=deliver) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = at_once(rt, 2, lambda: lifecycle.execute_job(str(job.id), CHARGE))
     # Then one succeeded, the effect happened once, and its event left once
     assert sorted(outcomes) == ["skipped", "succeeded"]
     assert points.balance(job.user_id) == {"balance": 70, "held": 0}
@@ -314,19 +315,7 @@ def test_a_carried_redelivery_of_a_terminal_job_rolls_its_effect_back(job, rt, h
 
 def test_two_carried_deliveries_at_once_apply_once(job, rt, heard):
     # Given many deliveries of one job racing, none reading the row first
-    outcomes: list[str] = []
-    start = threading.Barrier(6)
-
-    def deliver():
-        start.wait(timeout=60)
-        with rt.database.connection_context():
-            outcomes.append(carried(job))
-
-    threads = [threading.Thread(target=deliver) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = at_once(rt, 6, lambda: carried(job))
     # Then exactly one succeeded, its effect happened once, and its event left once
     assert sorted(outcomes) == ["skipped"] * 5 + ["succeeded"]
     assert points.balance(job.user_id) == {"balance": 70, "held": 0}
