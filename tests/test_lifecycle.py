@@ -394,3 +394,17 @@ def test_a_jobs_outbox_event_is_written_with_its_finish_once(job, rt):
     events = list(OutboxEvent.select().order_by(OutboxEvent.id))[before:]
     assert [(e.topic, e.payload, e.status) for e in events] == [
         ("order.paid", {"order_id": 1, "amount": 70}, "PENDING")]
+
+
+def test_a_crash_is_logged_once_and_not_for_a_redelivery_of_a_finished_job(job, rt, caplog):
+    def broken():
+        raise KeyError("oops")
+
+    assert carried(job) == "succeeded"
+    assert carried(job, charging(then=broken)) == "skipped"  # (a finished job: no crash)
+    assert "job crashed" not in caplog.messages
+    other, _ = records.record_job(job.user_id, "points.charge", {"amount": 5}, None,
+                                  rt.clock.now())
+    assert carried(other, charging(then=broken)) == "failed"
+    crashes = [r for r in caplog.records if r.getMessage() == "job crashed"]
+    assert len(crashes) == 1 and crashes[0].exc_info[0] is KeyError

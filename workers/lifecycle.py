@@ -129,11 +129,13 @@ def execute_job(job_id: str, command: Command | None = None, *, job_type: str | 
                 raise
             return _fail(ctx, command, payload, "INTERNAL_ERROR", "a dependency kept failing",
                          extra)
-        except Exception:
+        except Exception as crash:
             if ctx is None:  # before the job was read: nothing to fail yet
                 raise
-            log.exception("job crashed", extra=extra)
-            return _fail(ctx, command, payload, "INTERNAL_ERROR", "internal error", extra)
+            outcome = _fail(ctx, command, payload, "INTERNAL_ERROR", "internal error", extra)
+            if outcome == "failed":  # (a redelivery of a finished job is only skipped)
+                log.error("job crashed", exc_info=crash, extra=extra)
+            return outcome
     if finished is None:
         log.info("job skipped: unknown or already terminal", extra=extra)
         rt.publisher.publish((), job.type if job else "unknown", "skipped")
