@@ -120,27 +120,32 @@ class DramatiqScheduler(Scheduler):
         self.connection.hincrby(self.dispatched_key, f"{entry.id}:{slot}", 1)
         log.info("periodic dispatched", extra={"schedule_id": entry.id, "slot": slot})
 
-    def run_until(self, stop: threading.Event) -> None:
+    def run_until(self, stop: threading.Event, entries: list[Entry] | None = None) -> None:
         """Tick until ``stop`` is set: under rq-scheduler's lock, dispatch what is due.
 
-        A tick that cannot reach Redis is skipped, not fatal: the scheduler keeps
-        ticking, and once Redis answers again it registers itself and the schedule anew
-        (a restarted Redis has lost both; registering keeps what survived).
+        It first registers itself and the schedule (``entries``, else what ``register``
+        was given). A tick that cannot reach Redis is skipped, not fatal -- at start-up
+        too: the scheduler keeps ticking, and once Redis answers again it registers
+        itself and the schedule anew (a restarted Redis has lost both; registering keeps
+        what survived). A restart it did not see fail (between two ticks) shows as its
+        own registration gone, and is met the same way.
         """
-        self.register_birth()
-        away = False
+        if entries is not None:
+            self._entries = {self.job_id(e): e for e in entries}
+        away, joined = True, False
         try:
             while not stop.is_set():
                 started = time.monotonic()
                 try:
                     if away:
                         self._rejoin()
-                        away = False
-                        log.warning("scheduler reached Redis again; schedule re-registered")
+                        if joined:
+                            log.warning("scheduler reached Redis again; schedule re-registered")
+                        away, joined = False, True
                     self._tick()
                 except (redis.ConnectionError, redis.TimeoutError) as e:
                     if not away:
-                        log.warning("scheduler lost Redis; retrying each tick",
+                        log.warning("scheduler cannot reach Redis; retrying each tick",
                                     extra={"reason": repr(e)})
                     away, self._lock_acquired = True, False
                 stop.wait(max(0.0, self._interval - (time.monotonic() - started)))
@@ -152,7 +157,9 @@ class DramatiqScheduler(Scheduler):
                 self.register_death()
 
     def _tick(self) -> None:
-        self.heartbeat()
+        if not self.connection.expire(self.key, int(self._interval) + 10):  # the heartbeat
+            log.warning("scheduler's registration is gone (Redis lost its data?); rejoining")
+            self._rejoin()
         if self.acquire_lock():
             try:
                 self.connection.set(self.active_key, self.active_name,

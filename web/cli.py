@@ -331,8 +331,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     client = redis.Redis.from_url(settings.redis_url)
     scheduler = DramatiqScheduler(client, build_broker(settings), settings.redis_prefix,
                                   settings.scheduler_tick)
-    scheduler.register(schedule_table(settings))
-    scheduler.run_until(stop)
+    scheduler.run_until(stop, schedule_table(settings))  # (waits for Redis if it must)
     return 0
 
 

@@ -64,8 +64,8 @@ def _serve(settings: Settings, sock: socket.socket, worker_threads: int) -> int:
     stop = threading.Event()
     scheduler = DramatiqScheduler(sync_client, rt.broker, settings.redis_prefix,
                                   settings.scheduler_tick)
-    scheduler.register(schedule_table(settings))
-    ticker = threading.Thread(target=scheduler.run_until, args=(stop,), name="scheduler")
+    ticker = threading.Thread(target=scheduler.run_until, name="scheduler",
+                              args=(stop, schedule_table(settings)))
     ticker.start()
     app = create_app(settings, rt.database, rt.broker, async_client, rt.clock)
     where = settings.database_url if not settings.sqlite_path() else settings.sqlite_path()
