@@ -33,14 +33,10 @@ def _require_transaction() -> None:
 
 _MOVE = ("UPDATE point_wallets SET balance = balance + %s, held = held - %s, updated_at = %s"
          " WHERE user_id = %s")
-_LOG = (
-    "INSERT INTO point_history (user_id, type, amount, balance_after, ref, created_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s)"
-)
-_LOG_MOVED = (  # the history row of the move in ``w`` (none if the guard refused it)
-    "INSERT INTO point_history (user_id, type, amount, balance_after, ref, created_at)"
-    " SELECT %s, %s, %s, balance, %s, %s FROM w RETURNING balance_after"
-)
+_LOG_INTO = "INSERT INTO point_history (user_id, type, amount, balance_after, ref, created_at)"
+_LOG = _LOG_INTO + " VALUES (%s, %s, %s, %s, %s, %s)"
+# the history row of the move in ``w`` (none if the guard refused it)
+_LOG_MOVED = _LOG_INTO + " SELECT %s, %s, %s, balance, %s, %s FROM w RETURNING balance_after"
 
 
 def _move(user_id: int, delta: int, kind: str, ref: str, now: datetime, guard: str,
