@@ -7,6 +7,9 @@ development default) uses WAL and immediate write transactions.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import weakref
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -30,11 +33,17 @@ class ImmediateSqliteDatabase(peewee.SqliteDatabase):
 class PostgresPool(PooledPostgresqlDatabase):
     """A connection pool that trusts psycopg2's own flag for broken connections.
 
+    ``prepare`` (on unless ``DATABASE_URL`` says ``?prepared_statements=false``, as it
+    must behind a pooler that hands one session's statements to another: PgBouncer in
+    transaction mode) lets :func:`execute` keep hot statements prepared per connection.
+
     peewee's pool pings (``SELECT 1``) every connection it hands out: a round trip per
     unit of work. psycopg2 marks a connection ``closed`` as soon as an operation on it
     fails, so the check-out test is the local flag; the one call that meets a dead
     connection fails as a transient fault (503 at the door, a retry in a worker).
     """
+
+    prepare = True
 
     def _is_closed(self, conn) -> bool:
         return bool(conn.closed)
@@ -92,7 +101,10 @@ def make_database(url: str, pool_size: int = 16) -> peewee.Database:
         )
     if parsed.scheme in {"postgres", "postgresql"}:
         options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        return PostgresPool(
+        prepare = options.pop("prepared_statements", "true").lower()
+        if prepare not in {"true", "false"}:
+            raise ValueError("DATABASE_URL's prepared_statements must be true or false")
+        pool = PostgresPool(
             unquote(parsed.path.lstrip("/")),
             user=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None,
@@ -103,6 +115,8 @@ def make_database(url: str, pool_size: int = 16) -> peewee.Database:
             timeout=10,
             **options,
         )
+        pool.prepare = prepare == "true"
+        return pool
     raise ValueError(f"unsupported DATABASE_URL scheme {parsed.scheme!r}")
 
 
@@ -124,12 +138,47 @@ def for_update(query: peewee.Select, skip_locked: bool = False) -> peewee.Select
     return query.for_update(skip_locked=skip_locked) if is_postgres() else query
 
 
-def execute(sql: str, params: tuple = ()):
+def execute(sql: str, params: tuple = (), *, prepare: bool = False):
     """Run hand-written, parameterized SQL (``%s`` placeholders) on the bound database.
 
     Used for the few statements on the per-job hot path, where compiling a peewee
-    query costs more CPU than the round trip it makes.
+    query costs more CPU than the round trip it makes. With ``prepare`` (one statement
+    of a fixed shape), PostgreSQL parses and plans it once per connection and then only
+    executes it: most of the server's CPU for a short statement is parsing and planning.
     """
     if not is_postgres():
-        sql = sql.replace("%s", "?")
-    return database.execute_sql(sql, params)
+        return database.execute_sql(sql.replace("%s", "?"), params)
+    return database.execute_sql(prepared(sql, len(params)) if prepare else sql, params)
+
+
+# connection -> {statement text: its prepared name}; a closed connection takes its
+# statements with it (they live in the server's session), and so does its entry here.
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MAX_PREPARED = 64  # per connection: the hot path has a handful of fixed statements
+_PLACEHOLDER = re.compile(r"%(s|%)")
+
+
+def prepared(sql: str, arity: int) -> str:
+    """``EXECUTE`` of ``sql`` (one PostgreSQL statement with ``arity`` ``%s`` parameters)
+    prepared on this transaction's connection, now if it is new there; ``sql`` itself
+    when statements are not prepared, or once the connection holds too many.
+
+    For statements sent together in one round trip (``"EXECUTE a(..); EXECUTE b(..)"``).
+    """
+    if not (is_postgres() and database.obj.prepare):
+        return sql
+    conn = database.connection()
+    names = _PREPARED.setdefault(conn, {})
+    name = names.get(sql)
+    if name is None:
+        if len(names) >= _MAX_PREPARED:
+            return sql
+        numbers = iter(range(1, arity + 1))
+        # (the PREPARE is sent through psycopg2's formatting too: "%%" stays "%%")
+        body = _PLACEHOLDER.sub(lambda m: f"${next(numbers)}" if m[1] == "s" else "%%", sql)
+        name = "bz_" + hashlib.blake2s(sql.encode(), digest_size=8).hexdigest()
+        # A statement survives its transaction's rollback; it is recorded only once
+        # the server has it, so a failed PREPARE is simply tried again next time.
+        database.execute_sql(f"PREPARE {name} AS {body}")
+        names[sql] = name
+    return f"EXECUTE {name} ({', '.join(['%s'] * arity)})" if arity else f"EXECUTE {name}"

@@ -66,10 +66,10 @@ def _create_in_one_statement(user_id: int, items: list[tuple[int, int]], now: da
     line cannot be taken, no order is recorded, and the first such line (in id order)
     names the refusal (the caller's transaction undoes the lines that were taken).
     """
-    rows = ", ".join(["(%s, %s)"] * len(items))
+    rows = ", ".join(["(%s::bigint, %s::int)"] * len(items))  # (typed: it may be prepared)
     params = ([pid for pid, _ in items], *(v for line in items for v in line),
               user_id, NOT_PAID, now, expires_at, len(items))
-    order_id, total, taken = execute(_CREATE.format(rows=rows), params).fetchone()
+    order_id, total, taken = execute(_CREATE.format(rows=rows), params, prepare=True).fetchone()
     if order_id is None:
         pid = next(pid for pid, _ in items if pid not in (taken or ()))
         if not execute("SELECT 1 FROM products WHERE id = %s", (pid,)).fetchone():
@@ -150,7 +150,7 @@ def _hold_coupon(user_id: int, user_coupon_id: int, order_id: int, total: int,
 def pay_order(user_id: int, order_id: int, now: datetime, emit: Emit) -> dict:
     """Inside a transaction: spend points, mark PAID, use the coupon, emit ``order.paid``."""
     if is_postgres():  # paid, and its items read, in one round trip
-        rows = execute(_PAY_WITH_ITEMS, (now, order_id, user_id, now)).fetchall()
+        rows = execute(_PAY_WITH_ITEMS, (now, order_id, user_id, now), prepare=True).fetchall()
         won = rows[0][:4] if rows else None
         lines = [row[4:] for row in rows if row[4] is not None]
     else:

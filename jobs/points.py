@@ -52,7 +52,7 @@ def _move(user_id: int, delta: int, kind: str, ref: str, now: datetime, guard: s
     move = f"{_MOVE} AND balance {guard} %s{guard_held}"
     if is_postgres():  # both in one statement: one round trip
         row = execute(f"WITH w AS ({move} RETURNING balance) {_LOG_MOVED}",
-                      (*params, user_id, kind, delta, ref, now)).fetchone()
+                      (*params, user_id, kind, delta, ref, now), prepare=True).fetchone()
         return None if row is None else row[0]
     row = execute(f"{move} RETURNING balance", params).fetchone()
     if row is None:

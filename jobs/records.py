@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import peewee
 
-from db.connection import database, execute, for_update, is_postgres
+from db.connection import database, execute, for_update, is_postgres, prepared
 from db.models import Job, JobStatus
 from db.models.jobs import TERMINAL
 from jobs.clock import iso
@@ -71,7 +71,7 @@ _RECORD_MANY = (
     " SELECT c.id, c.user_id, c.type, CASE WHEN c.error IS NULL THEN 'queued' ELSE 'failed' END,"
     " c.payload, c.hash, c.error, 0, c.error IS NOT NULL, %s,"
     " CASE WHEN c.error IS NULL THEN NULL ELSE %s::timestamp END"
-    " FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
+    " FROM unnest(%s::text[]::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
     " AS c(id, user_id, type, payload, hash, error)"
 )
 
@@ -99,7 +99,7 @@ def record_jobs(
             [job.request_hash for job in jobs],
             [None if job.error is None else _json(job.error) for job in jobs],
         )
-        execute(_RECORD_MANY, (now, now, *columns))
+        execute(_RECORD_MANY, (now, now, *columns), prepare=True)
     else:
         with database.atomic():
             Job.bulk_create(jobs)
@@ -129,13 +129,15 @@ def _claim_key(user_id: int, key: str, digest: str, now: datetime) -> Job | None
     return original
 
 
+_MARK_SENT = "UPDATE jobs SET sent = true WHERE id = ANY(%s::text[]::uuid[]) AND NOT sent"
+
+
 def mark_sent(job_ids: list[uuid.UUID | str]) -> int:
     """Note that these jobs' messages reached the broker."""
     if not job_ids:
         return 0
     if is_postgres():
-        cursor = execute("UPDATE jobs SET sent = true WHERE id = ANY(%s::uuid[]) AND NOT sent",
-                         ([str(job_id) for job_id in job_ids],))
+        cursor = execute(_MARK_SENT, ([str(job_id) for job_id in job_ids],), prepare=True)
         return cursor.rowcount
     return Job.update(sent=True).where(Job.id.in_(job_ids) & ~Job.sent).execute()
 
@@ -187,7 +189,7 @@ def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job 
     worker's own count, and one more than the row's).
     """
     sql = _START + (" FOR UPDATE" if is_postgres() else "")
-    row = execute(sql, (Job.id.db_value(job_id),)).fetchone()
+    row = execute(sql, (Job.id.db_value(job_id),), prepare=True).fetchone()
     if row is None:
         return None
     return Job(
@@ -235,10 +237,11 @@ def finish_job(
     if outbox:
         written, more = insert_events(outbox, now)
         if is_postgres():  # both in one round trip (the cursor holds the last's rows)
-            sql, params = f"{written}; {sql}", more + params
+            sql = f"{prepared(written, len(more))}; {prepared(sql, len(params))}"
+            params = more + params
         else:
             execute(written, more)
-    row = execute(sql, params).fetchone()
+    row = execute(sql, params, prepare=not outbox).fetchone()
     if row is None:
         return None
     return Job(id=Job.id.python_value(job_id), user=row[0], type=row[1], status=status,
