@@ -71,12 +71,74 @@ class BoundedPool(aioredis.ConnectionPool):
             self._slots.release()
 
 
+class PipeliningRedis(aioredis.Redis):
+    """An asyncio Redis client that sends the commands of one event-loop turn together.
+
+    Every command awaited by any request in the same turn of the loop goes out in one
+    (non-transactional) pipeline: one write, one read, one pass through redis-py's
+    connection handling, where each command alone would pay a round trip and that
+    handling, about 0.1 ms of CPU. A command's reply or error reaches its own caller;
+    one failing command fails no other. Pipelines and pub/sub keep their own
+    connections. No command of the web process blocks in Redis (nothing here may).
+    """
+
+    def __init__(self, *args: Any, max_batch: int = 256, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._queued: list[tuple[tuple, dict, asyncio.Future]] = []
+        self._max_batch = max_batch
+        self._sending: set[asyncio.Task] = set()
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Queue the command for this turn's pipeline and wait for its own reply."""
+        loop = asyncio.get_running_loop()
+        reply = loop.create_future()
+        self._queued.append((args, options, reply))
+        if len(self._queued) == 1:
+            loop.call_soon(self._flush)  # once this turn's other callers have queued
+        elif len(self._queued) >= self._max_batch:
+            self._flush()
+        return await reply
+
+    def _flush(self) -> None:
+        if self._queued:
+            task = asyncio.get_running_loop().create_task(self._send(self._queued))
+            self._queued = []
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[tuple, dict, asyncio.Future]]) -> None:
+        pipe = self.pipeline(transaction=False)
+        for args, options, _ in batch:
+            pipe.execute_command(*args, **options)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as e:  # the connection failed: every caller sees it
+            for *_, reply in batch:
+                if reply.done():
+                    continue
+                if isinstance(e, Exception):
+                    reply.set_exception(e)
+                else:  # (the send itself was cancelled: the loop is shutting down)
+                    reply.cancel()
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (*_, reply), value in zip(batch, replies, strict=True):
+            if reply.done():  # (its caller has gone)
+                continue
+            if isinstance(value, Exception):
+                reply.set_exception(value)
+            else:
+                reply.set_result(value)
+
+
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
-    """An asyncio Redis client whose bounded pool makes bursts wait instead of failing."""
+    """An asyncio Redis client that pipelines each loop turn's commands, on a bounded
+    pool that makes bursts wait instead of failing."""
     # (no client name and version: redis-py would read its version from the package
     # metadata for every new connection, and send it in two more commands)
     pool = BoundedPool.from_url(url, limit=max_connections, lib_name=None, lib_version=None)
-    return aioredis.Redis(connection_pool=pool)
+    return PipeliningRedis(connection_pool=pool)
 
 
 def hub_client(url: str, name: str = "bazaar-hub") -> aioredis.Redis:

@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+import msgspec
 import redis.exceptions
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -30,9 +31,18 @@ def dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
-    """A JSON response."""
-    return web.json_response(data, status=status, headers=headers, dumps=dumps)
+    """A JSON response (UTF-8; a text msgspec cannot encode, such as a lone surrogate
+    that came in with a header, is escaped by the standard library instead)."""
+    try:
+        body = _encode(data)
+    except (msgspec.EncodeError, UnicodeEncodeError, TypeError):
+        body = dumps(data).encode()
+    return web.Response(body=body, status=status, headers=headers,
+                        content_type="application/json", charset="utf-8")
 
 
 def error_response(
