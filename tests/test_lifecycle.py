@@ -3,7 +3,9 @@ events leave only after commit, once."""
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 
 import msgspec
 import peewee
@@ -376,6 +378,45 @@ def test_a_large_batch_of_notices_leaves_in_one_call(rt):
     left = set(rt.redis.hkeys(key))
     assert b"unfinished" in left and not left & {i.encode() for i in ids}
     assert int(rt.redis.hget(counters, "points.charge|succeeded")) == before + 2500
+
+
+def test_the_publisher_thread_sends_a_quiet_notice_at_once_and_a_stream_in_batches(rt):
+    from workers.events import FLUSH_INTERVAL, Publisher
+
+    publisher = Publisher(rt.redis, rt.settings.redis_prefix)
+    calls: list[float] = []
+    send = publisher.flush
+
+    def flush() -> None:
+        calls.append(time.monotonic())
+        send()
+
+    publisher.flush = flush
+    publisher.start()
+    time.sleep(0.05)
+    # Given a quiet publisher, a notice leaves well before the batching interval
+    waits = []
+    for _ in range(3):  # (the best of three: a loaded machine may oversleep once)
+        calls.clear()
+        began = time.monotonic()
+        publisher.publish((), "points.charge", "succeeded", 0.01, "quiet")
+        while not calls and time.monotonic() < began + 5:
+            time.sleep(0.0005)
+        waits.append(calls[0] - began)
+        time.sleep(2 * FLUSH_INTERVAL)
+    assert min(waits) < FLUSH_INTERVAL
+    # When notices stream in (one every half millisecond for a quarter of a second)
+    time.sleep(0.05)
+    calls.clear()
+    began = time.monotonic()
+    while time.monotonic() - began < 0.25:
+        publisher.publish((), "points.charge", "succeeded", 0.01, "busy")
+        time.sleep(0.0005)
+    time.sleep(0.05)
+    # Then they leave in batches at least the interval apart, not one call each
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert 0 < len(calls) <= 0.3 / FLUSH_INTERVAL + 1
+    assert min(gaps) >= FLUSH_INTERVAL * 0.9
 
 
 def test_a_jobs_outbox_event_is_written_with_its_finish_once(job, rt):
