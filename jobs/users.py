@@ -9,10 +9,10 @@ from datetime import datetime
 
 import peewee
 
-from db.connection import database
-from db.models import PointWallet, User
+from db.connection import database, execute, is_postgres
+from db.models import PointWallet, RevokedSession, SpentRefreshToken, User
 from jobs.errors import DomainError
-from jobs.platform import Domain
+from jobs.platform import Context, Domain, Periodic
 
 _SCRYPT_R, _SCRYPT_P = 8, 1
 
@@ -111,4 +111,49 @@ def set_verified_phone(user_id: int, phone: str) -> None:
     User.update(phone=phone, phone_verified=True).where(User.id == user_id).execute()
 
 
-DOMAIN = Domain(name="users", models=(User,))
+# -- logged-out sessions and spent refresh tokens (the truth; see web.auth.Tokens) ------
+
+
+def revoke_session(sid: str, until: datetime) -> None:
+    """Refuse session ``sid``'s tokens until ``until`` (a later logout only extends it)."""
+    execute("INSERT INTO revoked_sessions (sid, until) VALUES (%s, %s) ON CONFLICT (sid)"
+            " DO UPDATE SET until = GREATEST(revoked_sessions.until, EXCLUDED.until)"
+            if is_postgres() else
+            "INSERT INTO revoked_sessions (sid, until) VALUES (%s, %s) ON CONFLICT (sid)"
+            " DO UPDATE SET until = MAX(revoked_sessions.until, EXCLUDED.until)",
+            (sid, until))
+
+
+def revoked_sessions(now: datetime) -> dict[str, datetime]:
+    """Every session still revoked at ``now``: ``{sid: until}``."""
+    rows = RevokedSession.select().where(RevokedSession.until > now).tuples()
+    return dict(rows)
+
+
+def is_revoked(sid: str, now: datetime) -> bool:
+    """True if session ``sid`` is revoked at ``now``."""
+    return RevokedSession.select().where(
+        (RevokedSession.sid == sid) & (RevokedSession.until > now)).exists()
+
+
+def spend_refresh_token(jti: str, until: datetime) -> bool:
+    """Mark refresh token ``jti`` used; False if it already was (atomically: of two
+    requests presenting it at once, one wins)."""
+    return execute("INSERT INTO spent_refresh_tokens (jti, until) VALUES (%s, %s)"
+                   " ON CONFLICT (jti) DO NOTHING RETURNING jti", (jti, until)).fetchone() \
+        is not None
+
+
+def forget_expired_tokens(ctx: Context) -> dict:
+    """Drop revocations and spent refresh tokens whose tokens have all expired."""
+    with database.atomic():
+        sessions = RevokedSession.delete().where(RevokedSession.until <= ctx.now).execute()
+        spent = SpentRefreshToken.delete().where(SpentRefreshToken.until <= ctx.now).execute()
+    return {"sessions": sessions, "refresh_tokens": spent}
+
+
+DOMAIN = Domain(
+    name="users",
+    models=(User, RevokedSession, SpentRefreshToken),
+    periodic=(Periodic("tokens.forget_expired", forget_expired_tokens, cron="41 * * * *"),),
+)

@@ -284,3 +284,21 @@ def test_a_body_that_stalls_is_408_and_the_connection_closes(impatient, database
         assert data.startswith(b"HTTP/1.1 408"), data[:200]
         assert b'"REQUEST_TIMEOUT"' in data
         assert 0.5 < time.monotonic() - started < 5
+
+
+# -- what the HTTP parser itself refuses ---------------------------------------------------
+
+
+@pytest.mark.parametrize("request_bytes", [
+    http("GET", "/api/v1/artworks?cursor=" + "x" * 9000),  # (over aiohttp's 8,190 bytes)
+    http("GET", "/api/v1/products", b"X-Long: " + b"y" * 9000),
+    http("GET", "/api/v1/products", b"Bad Header Without Colon"),
+    b"GET /api/v1/products HTTP/9.9\r\nHost: t\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not HTTP at all\r\n\r\n",
+], ids=["long request line", "long header", "header syntax", "bad version", "not HTTP"])
+def test_what_the_http_parser_refuses_is_a_json_4xx_naming_no_client_bytes(
+        stack, request_bytes, caplog):
+    status, answer = raw(stack.port, request_bytes)
+    assert_4xx(status, answer, request_bytes[:40])
+    assert b"xxxx" not in answer and b"yyyy" not in answer
+    assert not any("xxxx" in r.getMessage() for r in caplog.records)  # (nor its log)

@@ -221,7 +221,7 @@ def create_app(
     app[GATEWAY] = gateway
     app[HTTP_METRICS] = HttpMetrics()
     app[TOKENS] = Tokens(settings.jwt_secret, settings.access_token_ttl,
-                         settings.refresh_token_ttl, client, settings.redis_prefix)
+                         settings.refresh_token_ttl, client, settings.redis_prefix, db)
     app[PHONE_CODES] = PhoneCodes(
         client, settings.redis_prefix, sms or load_sender(settings.sms_sender),
         settings.phone_code_ttl, settings.phone_code_max_tries,

@@ -5,11 +5,12 @@ session for as long as any of its tokens could still be valid, so both the acces
 the refresh token are refused. Refreshing marks the presented refresh token's ``jti``
 as used (atomically), so an old refresh token is refused.
 
-Revoked sessions live in Redis (a sorted set of ``sid`` by expiry: the truth), and in
-the memory of every web process, so checking a token costs no round trip: a
-revocation is published on the live hub and reaches every process. A process reads
-the whole set at start-up and again after any gap in its hub connection; until then,
-and while the hub is disconnected, it asks Redis on each request.
+Revoked sessions and spent refresh tokens live in the database (the truth: a Redis
+that restarts empty forgets nothing of them), and revoked sessions also in the memory of
+every web process, so checking a token costs no round trip: a revocation is published
+on the live hub and reaches every process. A process reads the whole set at start-up
+and again after any gap in its hub connection; until then, and while the hub is
+disconnected, it asks the database on each request.
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 import redis.asyncio as aioredis
+import redis.exceptions
 from aiohttp import web
 
+from jobs import users
+from jobs.clock import utcnow
 from jobs.errors import DomainError
 from jobs.platform import Event
 from web.hub import LiveHub
@@ -47,13 +54,14 @@ class Tokens:
         refresh_ttl: int,
         client: aioredis.Redis,
         prefix: str,
+        db: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.secret = secret
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.redis = client
         self.prefix = prefix
-        self.revoked_key = f"{prefix}:auth:revoked"
+        self.db = db  # ``await db(fn, *args)``: the database (web.db.DbExecutor)
         self._revoked: dict[str, float] = {}  # sid -> when its last token expires
         self._hub: LiveHub | None = None
         self._synced = False  # the memory holds every revocation (else: ask Redis)
@@ -145,15 +153,13 @@ class Tokens:
 
     async def _load(self) -> None:
         try:
-            rows = await self.redis.zrangebyscore(self.revoked_key, time.time(), "+inf",
-                                                  withscores=True)
-        except Exception as e:  # Redis is away: checks keep asking it, as before
+            rows = await self.db(users.revoked_sessions, utcnow())
+        except Exception as e:  # the database is away: checks keep asking it, as before
             log.warning("could not read revoked sessions", extra={"reason": repr(e)})
             return
         now = time.time()  # merged: an event may have overtaken this answer
         held = {sid: until for sid, until in self._revoked.items() if until > now}
-        held.update(((sid.decode() if isinstance(sid, bytes) else sid), until)
-                    for sid, until in rows)
+        held.update((sid, _epoch(until)) for sid, until in rows.items())
         self._revoked = held
         self._synced = True
 
@@ -163,30 +169,39 @@ class Tokens:
         if self._synced and self._hub is not None and self._hub.connected.is_set():
             revoked = sid in self._revoked
         else:
-            revoked = await self.redis.zscore(self.revoked_key, sid) is not None
+            revoked = await self.db(users.is_revoked, sid, utcnow())
         if revoked:
             raise DomainError("INVALID_TOKEN", "the session has ended")
 
     async def revoke_session(self, sid: str) -> None:
         """End a session: every token of it is refused until the longest could expire.
 
-        Recorded in Redis first (the truth), then published to every web process."""
-        now = time.time()
-        until = now + self.refresh_ttl + 60
-        event = Event(SESSION_TOPIC, {"sid": sid, "until": until}, key="")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(self.revoked_key, {sid: until})
-        pipe.zremrangebyscore(self.revoked_key, "-inf", now)  # forget what has expired
-        pipe.publish(live_channel(self.prefix, SESSION_TOPIC), encode_event(event))
-        await pipe.execute()
+        Recorded in the database first (the truth), then published to every web process
+        (one that misses it reads the database again when its hub reconnects)."""
+        until = time.time() + self.refresh_ttl + 60
+        await self.db(users.revoke_session, sid, _naive(until))
         self._revoked[sid] = until
+        event = Event(SESSION_TOPIC, {"sid": sid, "until": until}, key="")
+        try:
+            await self.redis.publish(live_channel(self.prefix, SESSION_TOPIC),
+                                     encode_event(event))
+        except redis.exceptions.RedisError as e:
+            log.warning("could not publish a revoked session", extra={"reason": repr(e)})
 
     async def use_refresh_token(self, claims: dict) -> None:
         """Spend a refresh token once; a second use is ``INVALID_TOKEN``."""
-        ttl = max(1, int(claims["exp"]) - int(time.time()) + 1)
-        key = f"{self.prefix}:auth:used:{claims['jti']}"
-        if not await self.redis.set(key, 1, nx=True, ex=ttl):
+        until = _naive(float(claims["exp"]) + 1)
+        if not await self.db(users.spend_refresh_token, str(claims["jti"])[:64], until):
             raise DomainError("INVALID_TOKEN", "this refresh token was already used")
+
+
+def _naive(epoch: float) -> datetime:
+    """A Unix time as the database keeps times (naive UTC)."""
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 TOKENS = web.AppKey("tokens", Tokens)

@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 import redis.exceptions
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
 
 from db.connection import TRANSIENT_ERRORS
 from jobs.errors import DomainError
@@ -90,6 +91,16 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return error_response(500, "INTERNAL_ERROR", "internal error")
 
 
+def _failure(error: BaseException | None) -> str:
+    """What was wrong with a request aiohttp could not parse, without its bytes (which
+    may hold a URL's ``access_token``)."""
+    if isinstance(error, LineTooLong):
+        return "a request line or header is too long"
+    if isinstance(error, HttpProcessingError):
+        return f"malformed ({type(error).__name__})"
+    return "malformed"
+
+
 class ProtocolErrors(logging.Filter):
     """aiohttp answers a request it cannot parse (a bad request line, header bytes, an
     over-long line) with a plain 400 itself, and logs it at ERROR with a traceback: one
@@ -100,13 +111,35 @@ class ProtocolErrors(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = "malformed HTTP request refused: %s", (error.message,)
+            record.msg, record.args = "malformed HTTP request refused: %s", (_failure(error),)
             record.exc_info = record.exc_text = None
         return True
 
 
 def quiet_protocol_errors() -> None:
-    """Install :class:`ProtocolErrors` on aiohttp's server logger (idempotent)."""
+    """Install :class:`ProtocolErrors` on aiohttp's server logger, and answer a request
+    aiohttp cannot parse in the API's JSON error shape (idempotent)."""
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ProtocolErrors) for f in server.filters):
         server.addFilter(ProtocolErrors())
+    if not getattr(RequestHandler.handle_error, "answers_json", False):
+        RequestHandler.handle_error = _json_protocol_error(RequestHandler.handle_error)
+
+
+def _json_protocol_error(plain):
+    """aiohttp's own answer to what it could not parse (a request line or header over its
+    limits, bad syntax: text/plain), as ``{"error": {"code": "INVALID_REQUEST", ...}}``;
+    its other answers (a handler's 500 or 504, which our middleware makes rare) too."""
+
+    def handle_error(self, request, status=500, exc=None, message=None):
+        plain(self, request, status, exc, message)  # (its log line, its checks)
+        if status >= 500:
+            response = error_response(status, "INTERNAL_ERROR", "internal error")
+        else:
+            response = error_response(status, _HTTP_CODES.get(status, "INVALID_REQUEST"),
+                                      f"the request could not be read: {_failure(exc)}")
+        response.force_close()  # (as aiohttp's own: the connection's state is unknown)
+        return response
+
+    handle_error.answers_json = True
+    return handle_error

@@ -16,14 +16,14 @@ from db.models.shop import (
     ProductSalesDaily,
     UserCoupon,
 )
-from db.models.users import User
+from db.models.users import RevokedSession, SpentRefreshToken, User
 
 ALL_MODELS = [
     User, PointWallet, PointHistory, Job, PeriodicRun,
     Product, CartItem, Coupon, UserCoupon, Order, OrderItem, ProductSalesDaily, OutboxEvent,
     Concert, ConcertDate, Reservation, ConcertPayment,
     Artwork, Bidder, Bid, ArtworkEvent,
-    Post, PostLike, Comment, AlarmInbox, Alarm,
+    Post, PostLike, Comment, AlarmInbox, Alarm, RevokedSession, SpentRefreshToken,
 ]
 
 __all__ = [
@@ -55,6 +55,8 @@ __all__ = [
     "Product",
     "ProductSalesDaily",
     "Reservation",
+    "RevokedSession",
+    "SpentRefreshToken",
     "User",
     "UserCoupon",
 ]

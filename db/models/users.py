@@ -21,3 +21,25 @@ class User(BaseModel):
 
     class Meta:
         table_name = "users"
+
+
+class RevokedSession(BaseModel):
+    """A logged-out session: its tokens are refused until ``until`` (the truth; the web
+    processes hold a copy in memory, kept current through the live hub)."""
+
+    sid = peewee.CharField(max_length=64, primary_key=True)
+    until = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "revoked_sessions"
+
+
+class SpentRefreshToken(BaseModel):
+    """A refresh token already exchanged (``jti``): a second use is refused until it
+    would have expired anyway."""
+
+    jti = peewee.CharField(max_length=64, primary_key=True)
+    until = peewee.DateTimeField()
+
+    class Meta:
+        table_name = "spent_refresh_tokens"
