@@ -1,0 +1,96 @@
+"""Where a drained job's CPU goes: per process group, over a window in the middle of a drain.
+
+Fills the queue through the door (wrk, 64 connections, ``--fill`` seconds), stops the web
+process, starts 2 worker processes x 8 threads, waits ``--settle`` seconds, then reads the
+CPU time of the worker processes, of every ``postgres`` process and of ``redis-server``
+from ``/proc`` before and after a ``--window`` of seconds, and the jobs finished in it.
+Prints jobs/s and milliseconds of CPU per job for each. ``--plain`` measures the plain
+reference build (``bench/plain_charge.py``) the same way; ``--no-prepare`` runs Bazaar
+with ``DATABASE_URL ...?prepared_statements=false``. (PostgreSQL and Redis are shared
+with whatever else runs on the machine: run it alone.)
+
+Usage: ``python -m bench.drain_cpu [--plain] [--no-prepare] [--fill S] [--window S]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from bench.charge import session_cpu, wrk_loop
+from bench.common import PlainStack, machine, scratch_env
+from bench.shop import insert_users, mint_tokens
+from db.connection import connect_database
+from tests.support import Stack
+
+
+def cpu_named(prefix: str) -> float:
+    """CPU seconds used so far by the live processes whose name starts with ``prefix``."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if raw[raw.index("(") + 1:raw.rindex(")")].startswith(prefix):
+            fields = raw.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def finished(database, plain: bool) -> int:
+    """Jobs finished so far (the plain build has no job rows: its history rows)."""
+    sql = ("SELECT count(*) FROM point_history" if plain else
+           "SELECT count(*) FROM jobs WHERE status IN ('succeeded', 'failed')")
+    with database.connection_context():
+        return database.execute_sql(sql).fetchone()[0]
+
+
+def main() -> None:
+    """Fill, drain, measure one window."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--plain", action="store_true", help="the plain reference build")
+    parser.add_argument("--no-prepare", action="store_true", help="no prepared statements")
+    parser.add_argument("--fill", type=float, default=10, help="seconds of door load")
+    parser.add_argument("--settle", type=float, default=4, help="seconds before the window")
+    parser.add_argument("--window", type=float, default=10, help="seconds measured")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with scratch_env() as env:
+        database = connect_database(env["DATABASE_URL"], 4)
+        if args.no_prepare:
+            env["DATABASE_URL"] += "?prepared_statements=false"
+        env["PLAIN_NAMESPACE"] = f"{env['REDIS_PREFIX']}-plain"
+        tokens = mint_tokens(env, insert_users(database, "d", 200, 0))
+        stack = PlainStack(env) if args.plain else Stack(env)
+        try:
+            stack.start_web()
+            accepted, took, _, _ = wrk_loop(stack.api.base, tokens, args.fill, 64)
+            stack.terminate("web")
+            stack.start_worker(processes=2, threads=8)
+            time.sleep(args.settle)
+            session = stack.procs["worker"].pid
+            before = (session_cpu(session), cpu_named("postgres"), cpu_named("redis-server"),
+                      finished(database, args.plain), time.perf_counter())
+            time.sleep(args.window)
+            after = (session_cpu(session), cpu_named("postgres"), cpu_named("redis-server"),
+                     finished(database, args.plain), time.perf_counter())
+        finally:
+            stack.stop()
+            database.close_all()
+    jobs = after[3] - before[3]
+    per_job = [1000 * (b - a) / max(jobs, 1) for a, b in zip(before[:3], after[:3], strict=True)]
+    build = "plain" if args.plain else "Bazaar" + (" (no prepared statements)"
+                                                   if args.no_prepare else "")
+    print(f"{build}: {accepted:,} queued at {accepted / took:,.0f}/s; mid-drain {jobs:,} jobs "
+          f"in {after[4] - before[4]:.1f}s = {jobs / (after[4] - before[4]):,.0f}/s")
+    print(f"CPU per job: workers {per_job[0]:.3f} ms, PostgreSQL {per_job[1]:.3f} ms, "
+          f"Redis {per_job[2]:.3f} ms, total {sum(per_job):.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
