@@ -39,13 +39,16 @@ async def read_body(request: web.Request) -> bytes:
     rules = request.app.get(BODY_RULES) or BodyRules()
     if (request.content_length or 0) > rules.max_bytes:
         raise DomainError("PAYLOAD_TOO_LARGE", "the body is too large", status=413)
-    chunks, size = [], 0
+    chunks, size, content = [], 0, request.content
     while True:
-        try:
-            async with asyncio.timeout(rules.stall_seconds):
-                chunk = await request.content.readany()
-        except TimeoutError:
-            raise web.HTTPRequestTimeout(reason="the request body stalled") from None
+        if content.is_eof():  # the rest has arrived (a small body, with its headers)
+            chunk = content.read_nowait()
+        else:
+            try:
+                async with asyncio.timeout(rules.stall_seconds):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(reason="the request body stalled") from None
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
