@@ -15,31 +15,22 @@ Usage: ``python -m bench.drain_cpu [--plain] [--no-prepare] [--fill S] [--window
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-from bench.charge import session_cpu, wrk_loop
+from bench.charge import wrk_loop
 from bench.common import PlainStack, machine, scratch_env
-from bench.shop import insert_users, mint_tokens
+from bench.shop import cpu_snapshot, insert_users, mint_tokens
 from db.connection import connect_database
 from tests.support import Stack
 
 
-def cpu_named(prefix: str) -> float:
-    """CPU seconds used so far by the live processes whose name starts with ``prefix``."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        if raw[raw.index("(") + 1:raw.rindex(")")].startswith(prefix):
-            fields = raw.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+def cpu_by_group(session: int) -> dict[str, float]:
+    """CPU seconds so far: the worker session's processes, every PostgreSQL process,
+    Redis."""
+    totals = dict.fromkeys(("workers", "postgres", "redis"), 0.0)
+    for group, seconds in cpu_snapshot({"workers": session}, None).values():
+        totals[group] += seconds
+    return totals
 
 
 def finished(database, plain: bool) -> int:
@@ -74,11 +65,11 @@ def main() -> None:
             stack.start_worker(processes=2, threads=8)
             time.sleep(args.settle)
             session = stack.procs["worker"].pid
-            before = (session_cpu(session), cpu_named("postgres"), cpu_named("redis-server"),
-                      finished(database, args.plain), time.perf_counter())
+            before = (*cpu_by_group(session).values(), finished(database, args.plain),
+                      time.perf_counter())
             time.sleep(args.window)
-            after = (session_cpu(session), cpu_named("postgres"), cpu_named("redis-server"),
-                     finished(database, args.plain), time.perf_counter())
+            after = (*cpu_by_group(session).values(), finished(database, args.plain),
+                     time.perf_counter())
         finally:
             stack.stop()
             database.close_all()

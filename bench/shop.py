@@ -119,12 +119,14 @@ def scalar(database: peewee.Database, sql: str, params: tuple = ()) -> Any:
 # -- where the CPU goes ------------------------------------------------------------------
 
 
-def cpu_snapshot(sessions: dict[str, int], dbname: str) -> dict[int, tuple[str, float]]:
+def cpu_snapshot(sessions: dict[str, int],
+                 dbname: str | None) -> dict[int, tuple[str, float]]:
     """CPU seconds so far of each interesting process: ``{pid: (group, seconds)}``.
 
     Groups: the named sessions (Stack starts every process in a session of its own, so a
     worker's forked children count with it), ``postgres`` (the backends serving our
-    scratch database, told apart by their process title) and ``redis`` (the server,
+    scratch database, told apart by their process title; with ``dbname`` None, every
+    PostgreSQL process, the WAL writer and checkpointer too) and ``redis`` (the server,
     which other people's work may share).
     """
     by_sid = {sid: name for name, sid in sessions.items()}
@@ -140,7 +142,8 @@ def cpu_snapshot(sessions: dict[str, int], dbname: str) -> dict[int, tuple[str, 
             group = by_sid.get(int(fields[3]))
             if group is None and comm.startswith("postgres"):
                 with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                    group = "postgres" if f" {dbname} ".encode() in f.read() else None
+                    ours = dbname is None or f" {dbname} ".encode() in f.read()
+                group = "postgres" if ours else None
             elif group is None and comm.startswith("redis"):
                 group = "redis"
         except OSError:  # gone meanwhile
