@@ -10,6 +10,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def unix(moment: datetime) -> float:
+    """A stored (naive UTC) time as Unix seconds."""
+    return moment.replace(tzinfo=UTC).timestamp()
+
+
+def from_unix(seconds: float) -> datetime:
+    """Unix seconds as a stored (naive UTC) time."""
+    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+
+
 class Clock:
     """The real clock."""
 

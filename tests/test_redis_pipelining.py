@@ -32,34 +32,31 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_concurrent_commands_share_one_round_trip(redis_prefix: str, sent: list[int]) -> None:
-    key = f"{redis_prefix}:pipelined:counter"
+def incr_together(key: str, times: int, max_batch: int | None = None) -> list[int]:
+    """``INCR key`` ``times`` times at once through one client; the replies, in order."""
 
     async def scenario() -> list[int]:
         client = redis_client(REDIS_URL)
+        if max_batch is not None:
+            client._max_batch = max_batch
         try:
-            return await asyncio.gather(*(client.incr(key) for _ in range(100)))
+            return await asyncio.gather(*(client.incr(key) for _ in range(times)))
         finally:
             await client.delete(key)
             await client.aclose()
 
-    assert sorted(run(scenario())) == list(range(1, 101))
+    return run(scenario())
+
+
+def test_concurrent_commands_share_one_round_trip(redis_prefix: str, sent: list[int]) -> None:
+    replies = incr_together(f"{redis_prefix}:pipelined:counter", 100)
+    assert sorted(replies) == list(range(1, 101))
     assert sent[0] == 100  # (then the DELETE, alone)
 
 
 def test_a_full_batch_goes_at_once(redis_prefix: str, sent: list[int]) -> None:
-    key = f"{redis_prefix}:pipelined:batch"
-
-    async def scenario() -> list[int]:
-        client = redis_client(REDIS_URL)
-        client._max_batch = 10
-        try:
-            return await asyncio.gather(*(client.incr(key) for _ in range(25)))
-        finally:
-            await client.delete(key)
-            await client.aclose()
-
-    assert sorted(run(scenario())) == list(range(1, 26))
+    replies = incr_together(f"{redis_prefix}:pipelined:batch", 25, max_batch=10)
+    assert sorted(replies) == list(range(1, 26))
     assert sent[:3] == [10, 10, 5]
 
 

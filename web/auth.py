@@ -21,7 +21,6 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -30,7 +29,7 @@ import redis.exceptions
 from aiohttp import web
 
 from jobs import users
-from jobs.clock import utcnow
+from jobs.clock import from_unix, unix, utcnow
 from jobs.errors import DomainError
 from jobs.platform import Event
 from web.hub import LiveHub
@@ -159,7 +158,7 @@ class Tokens:
             return
         now = time.time()  # merged: an event may have overtaken this answer
         held = {sid: until for sid, until in self._revoked.items() if until > now}
-        held.update((sid, _epoch(until)) for sid, until in rows.items())
+        held.update((sid, unix(until)) for sid, until in rows.items())
         self._revoked = held
         self._synced = True
 
@@ -179,7 +178,7 @@ class Tokens:
         Recorded in the database first (the truth), then published to every web process
         (one that misses it reads the database again when its hub reconnects)."""
         until = time.time() + self.refresh_ttl + 60
-        await self.db(users.revoke_session, sid, _naive(until))
+        await self.db(users.revoke_session, sid, from_unix(until))
         self._revoked[sid] = until
         event = Event(SESSION_TOPIC, {"sid": sid, "until": until}, key="")
         try:
@@ -190,18 +189,9 @@ class Tokens:
 
     async def use_refresh_token(self, claims: dict) -> None:
         """Spend a refresh token once; a second use is ``INVALID_TOKEN``."""
-        until = _naive(float(claims["exp"]) + 1)
+        until = from_unix(float(claims["exp"]) + 1)
         if not await self.db(users.spend_refresh_token, str(claims["jti"])[:64], until):
             raise DomainError("INVALID_TOKEN", "this refresh token was already used")
-
-
-def _naive(epoch: float) -> datetime:
-    """A Unix time as the database keeps times (naive UTC)."""
-    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
-
-
-def _epoch(moment: datetime) -> float:
-    return moment.replace(tzinfo=UTC).timestamp()
 
 
 TOKENS = web.AppKey("tokens", Tokens)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from db.models import Coupon
+from jobs.clock import unix
 from jobs.errors import DomainError
 
 # KEYS: state hash, holders set. ARGV: user, now (unix). -> ok|known|sold_out|not_active|unknown
@@ -51,10 +52,6 @@ _SOLD_OUT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'remaining', 0) end
 return 1
 """
-
-
-def _unix(dt: datetime) -> float:
-    return dt.replace(tzinfo=UTC).timestamp()
 
 
 def then(value: Any, step: Callable[[Any], Any]) -> Any:
@@ -94,12 +91,12 @@ class CouponGate:
 
     def try_pass(self, coupon_id: int, user_id: int, now: datetime):
         """Run the gate once; the raw verdict (an awaitable on an asyncio client)."""
-        return self._pass(keys=self.keys(coupon_id), args=[user_id, _unix(now)])
+        return self._pass(keys=self.keys(coupon_id), args=[user_id, unix(now)])
 
     def load(self, coupon: Coupon, holders: list[int]):
         """Rebuild a missing gate from the database's state (awaitable on asyncio)."""
         return self._load(keys=self.keys(coupon.id), args=[
-            coupon.stock - coupon.issued, _unix(coupon.starts_at), _unix(coupon.ends_at),
+            coupon.stock - coupon.issued, unix(coupon.starts_at), unix(coupon.ends_at),
             *holders])
 
     @staticmethod

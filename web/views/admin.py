@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from jobs import admin, outbox
-from jobs.clock import iso
+from jobs.clock import from_unix, iso
 from jobs.errors import InvalidRequest
 from jobs.fields import Text
 from scheduler.schedule import schedule_table
@@ -260,7 +259,7 @@ def schedule_view(settings, last_runs: dict, next_due: dict[str, float]) -> list
              "every": f"{entry.interval}s" if entry.interval else entry.cron,
              "last_run_at": iso(last_runs.get(entry.id)),
              "next_due_at": (None if entry.id not in next_due else iso(
-                 datetime.fromtimestamp(next_due[entry.id], UTC).replace(tzinfo=None)))}
+                 from_unix(next_due[entry.id])))}
             for entry in schedule_table(settings)]
 
 
