@@ -116,11 +116,9 @@ def set_verified_phone(user_id: int, phone: str) -> None:
 
 def revoke_session(sid: str, until: datetime) -> None:
     """Refuse session ``sid``'s tokens until ``until`` (a later logout only extends it)."""
+    later = "GREATEST" if is_postgres() else "MAX"  # (SQLite's two-argument MAX)
     execute("INSERT INTO revoked_sessions (sid, until) VALUES (%s, %s) ON CONFLICT (sid)"
-            " DO UPDATE SET until = GREATEST(revoked_sessions.until, EXCLUDED.until)"
-            if is_postgres() else
-            "INSERT INTO revoked_sessions (sid, until) VALUES (%s, %s) ON CONFLICT (sid)"
-            " DO UPDATE SET until = MAX(revoked_sessions.until, EXCLUDED.until)",
+            f" DO UPDATE SET until = {later}(revoked_sessions.until, EXCLUDED.until)",
             (sid, until))
 
 
