@@ -713,7 +713,7 @@ def process_env(pg: PrivatePostgres, rds: PrivateRedis) -> dict[str, str]:
         "SECURE_COOKIES": "false", "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "8",
         "ACCESS_TOKEN_TTL": "7200", "LOGIN_FAIL_LIMIT_ADDRESS": "1000000",
         # a killed worker's messages come back after 5 s; unsent jobs are re-sent after 5 s
-        "BROKER_HEARTBEAT_TIMEOUT_MS": "5000", "BROKER_MAINTENANCE_CHANCE": "200000",
+        "BROKER_HEARTBEAT_TIMEOUT_MS": "5000", "BROKER_MAINTENANCE_INTERVAL": "0.5",
         "RESEND_INTERVAL": "2", "JOB_RESEND_AFTER": "5",
         # everyone is let in at once; auctions close within the run
         "QUEUE_ACTIVE_LIMIT": "1000", "AUCTION_SOFT_CLOSE": "5", "AUCTION_MAX_EXTENSION": "30",

@@ -81,7 +81,7 @@ class Settings:
     job_max_retries: int = 3
     job_max_deliveries: int = 6
     broker_heartbeat_timeout_ms: int = 15_000
-    broker_maintenance_chance: int = 50_000
+    broker_maintenance_interval: float = 1.0  # seconds between two maintenance runs of a queue
     scheduler_tick: float = 1.0
     heartbeat_interval: float = 2.0  # seconds between two beats of a worker process
     stall_seconds: float = 30.0  # oldest ready message this old, no job finished: stalled
@@ -136,8 +136,8 @@ class Settings:
             broker_heartbeat_timeout_ms=_int(
                 env, "BROKER_HEARTBEAT_TIMEOUT_MS", d.broker_heartbeat_timeout_ms
             ),
-            broker_maintenance_chance=_int(
-                env, "BROKER_MAINTENANCE_CHANCE", d.broker_maintenance_chance
+            broker_maintenance_interval=_float(
+                env, "BROKER_MAINTENANCE_INTERVAL", d.broker_maintenance_interval
             ),
             heartbeat_interval=_float(env, "HEARTBEAT_INTERVAL", d.heartbeat_interval),
             stall_seconds=_float(env, "STALL_SECONDS", d.stall_seconds),

@@ -87,7 +87,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "SECURE_COOKIES": "false",
         "LOG_LEVEL": "WARNING",
         "BROKER_HEARTBEAT_TIMEOUT_MS": "5000",
-        "BROKER_MAINTENANCE_CHANCE": "200000",
+        "BROKER_MAINTENANCE_INTERVAL": "0.5",
         "RESEND_INTERVAL": "2",
         "JOB_RESEND_AFTER": "5",
         "DB_POOL_SIZE": "8",

@@ -224,6 +224,19 @@ def test_a_job_that_keeps_killing_workers_is_given_up(job, rt):
     assert points.balance(job.user_id) == {"balance": 0, "held": 0}
 
 
+def test_a_job_retried_through_a_long_outage_is_not_given_up(job, rt, monkeypatch):
+    # Given a job delivered more often than allowed, every delivery so far ending in a
+    # retry (the database was down for a minute): none of them killed its worker
+    retries = rt.settings.job_max_deliveries + 4
+    for _ in range(retries):
+        rt.publisher.count_delivery(str(job.id))
+    monkeypatch.setattr(lifecycle, "_retries_so_far", lambda: retries)
+    # When it is delivered once more, the database back, then it runs
+    assert lifecycle.execute_job(str(job.id), CHARGE) == "succeeded"
+    assert Job.get_by_id(job.id).attempts == retries + 1
+    assert points.balance(job.user_id)["balance"] > 0
+
+
 def test_deliveries_that_died_inside_their_transaction_still_count(job, rt):
     # Given deliveries that each died mid-job: counted, their transactions rolled back
     for _ in range(rt.settings.job_max_deliveries):

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from dramatiq.middleware import (
@@ -23,6 +22,7 @@ from dramatiq.middleware import (
 
 from db.connection import TRANSIENT_ERRORS
 from db.settings import Settings
+from workers.consumer import JobBroker, redis_message_id
 
 COMMANDS_QUEUE = "commands"
 SWEEPS_QUEUE = "sweeps"
@@ -37,7 +37,7 @@ def dramatiq_namespace(settings: Settings) -> str:
 def build_broker(settings: Settings) -> dramatiq.Broker:
     """A Redis broker (or the in-process stub when embedded), made the global broker.
 
-    The heartbeat timeout and maintenance chance are set so that the messages of a
+    The heartbeat timeout and maintenance interval are set so that the messages of a
     killed worker come back within seconds, not the library default's many minutes.
     A message whose delivery failed because the database could not be reached is
     retried until it can be (backing off to 5 s): dead-lettering it would leave its job
@@ -60,11 +60,13 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     if settings.embedded:
         broker: dramatiq.Broker = StubBroker(middleware=middleware)
     else:
-        broker = RedisBroker(
+        broker = JobBroker(
+            deliveries_key=f"{settings.redis_prefix}:deliveries",
+            counted_queues=(COMMANDS_QUEUE,),
             url=settings.redis_url,
             namespace=dramatiq_namespace(settings),
             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
-            maintenance_chance=settings.broker_maintenance_chance,
+            maintenance_interval=settings.broker_maintenance_interval,
             middleware=middleware,
         )
     for queue in QUEUES:
@@ -114,7 +116,7 @@ def send_jobs(broker: dramatiq.Broker, jobs: list[Sendable]) -> None:
     key layout, which is why dramatiq is pinned below 3 and why the end-to-end tests
     consume these messages with real workers.
     """
-    if not isinstance(broker, RedisBroker):
+    if not isinstance(broker, JobBroker):
         for job in jobs:
             send_job(broker, *job)
         return
@@ -122,7 +124,7 @@ def send_jobs(broker: dramatiq.Broker, jobs: list[Sendable]) -> None:
         return
     bodies = {}
     for job in jobs:
-        redis_id = str(uuid.uuid4())
+        redis_id = redis_message_id(str(job[0]))
         message = job_message(*job).copy(options={"redis_message_id": redis_id})
         broker.emit_before("enqueue", message, None)
         bodies[redis_id] = message.encode()

@@ -4,7 +4,10 @@ One delivery of a job message goes:
 
 1. the delivery is counted in Redis (outside any transaction: a delivery that kills
    its worker still counts, so a job that keeps doing so is given up after
-   ``JOB_MAX_DELIVERIES``);
+   ``JOB_MAX_DELIVERIES``): by the broker's fetch (``workers.consumer``), else here. A
+   delivery that ended in a retry did not kill its worker: the message's retries are
+   not held against it (a database outage of any length retries its jobs until it
+   ends);
 2. in one transaction, one commit: ``start_job`` (the unfinished job's row locked FOR
    UPDATE: the delivery's lease; a second delivery of the same job waits for it, then
    finds the job terminal and is skipped), the handler, and the job marked
@@ -42,12 +45,27 @@ from jobs import records, sweeps
 from jobs.errors import DomainError
 from jobs.platform import REGISTRY, Command, Context, Event
 from workers import runtime
+from workers.consumer import DELIVERIES
 
 log = logging.getLogger(__name__)
 MAX_REACTION_DEPTH = 4
 # Faults worth retrying: the database's (lost connection, serialization failure,
 # deadlock) and a lost Redis (a gate's or an adapter's).
 RETRYABLE = (*TRANSIENT_ERRORS, redis.ConnectionError, redis.TimeoutError)
+
+
+def _count_delivery(rt: runtime.Runtime, job_id: str, extra: dict) -> int:
+    """This delivery's number: counted by the fetch that brought its message, else here
+    (a message the stub broker, or an older sender, delivered; a direct call)."""
+    message = CurrentMessage.get_current_message()
+    counted = message.options.get(DELIVERIES) if message is not None else None
+    if counted is not None:
+        return counted
+    try:
+        return rt.publisher.count_delivery(job_id)
+    except redis.RedisError as e:  # the row's own count still holds
+        log.warning("could not count the delivery", extra=extra | {"reason": repr(e)})
+        return 0
 
 
 def _retries_so_far() -> int:
@@ -76,11 +94,7 @@ def execute_job(job_id: str, command: Command | None = None, *, job_type: str | 
     """
     rt = runtime.current()
     extra: dict[str, Any] = {"job_id": job_id}
-    try:
-        delivery = rt.publisher.count_delivery(job_id)
-    except redis.RedisError as e:  # the row's own count still holds
-        log.warning("could not count the delivery", extra=extra | {"reason": repr(e)})
-        delivery = 0
+    delivery = _count_delivery(rt, job_id, extra)
     if command is None and job_type is not None:
         command = REGISTRY.commands.get(job_type)
     carried, payload = payload, None  # (``payload``: the decoded one, once it is)
@@ -104,7 +118,7 @@ def execute_job(job_id: str, command: Command | None = None, *, job_type: str | 
                     command = command or REGISTRY.commands.get(job.type)
                     if command is None:
                         raise _GiveUp("no such command")
-                    if job.attempts > rt.settings.job_max_deliveries:
+                    if job.attempts - _retries_so_far() > rt.settings.job_max_deliveries:
                         raise _GiveUp("gave up after repeated deliveries")
                     payload = command.decode(job.payload)
                     if command.gate is not None:
@@ -138,7 +152,7 @@ def execute_job(job_id: str, command: Command | None = None, *, job_type: str | 
             return outcome
     if finished is None:
         log.info("job skipped: unknown or already terminal", extra=extra)
-        rt.publisher.publish((), job.type if job else "unknown", "skipped")
+        rt.publisher.publish((), job.type if job else "unknown", "skipped", job_id=job_id)
         return "skipped"
     log.info("job succeeded", extra=extra)
     _after_commit(ctx.events, finished, "succeeded")
@@ -154,7 +168,7 @@ def _fail(ctx: Context, command: Command | None, payload: Any, code: str, messag
                                       error={"code": code, "message": message},
                                       started=job.started_at)
     if finished is None:
-        rt.publisher.publish((), job.type, "skipped")
+        rt.publisher.publish((), job.type, "skipped", job_id=str(job.id))
         return "skipped"
     log.info("job failed", extra=extra | {"reason": code})
     if command is not None and command.give_up is not None and payload is not None:

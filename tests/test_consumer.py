@@ -1,0 +1,225 @@
+"""The workers' Redis broker and consumer (``workers.consumer``): deliveries counted by
+the fetch, acknowledgements sent with the next fetch, fetches in batches, unrun messages
+put back, a dead worker's messages brought back by maintenance on a clock.
+
+Against the Redis on 127.0.0.1, each test in a key space of its own, with in-process
+Dramatiq workers (the end-to-end tests run the same consumer in worker processes).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.errors import ConnectionClosed
+from dramatiq.middleware import CurrentMessage
+
+from workers.broker import COMMANDS_QUEUE, SWEEPS_QUEUE, send_jobs
+from workers.consumer import DELIVERIES, JobBroker
+
+
+class Space:
+    """One test's key space: brokers made in it share its queues and delivery counts."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url, self.prefix = url, prefix
+        self.namespace = f"{prefix}:dramatiq"
+        self.deliveries = f"{prefix}:deliveries"
+        self.client = redis.Redis.from_url(url)
+        self.brokers: list[JobBroker] = []
+
+    def broker(self, heartbeat_timeout: int = 60_000) -> JobBroker:
+        broker = JobBroker(deliveries_key=self.deliveries, counted_queues=(COMMANDS_QUEUE,),
+                           url=self.url, namespace=self.namespace,
+                           heartbeat_timeout=heartbeat_timeout, maintenance_interval=0.1)
+        broker.add_middleware(CurrentMessage())
+        for queue in (COMMANDS_QUEUE, SWEEPS_QUEUE):
+            broker.declare_queue(queue)
+        self.brokers.append(broker)
+        return broker
+
+    def counts(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(self.deliveries).items()}
+
+    def left(self) -> tuple[int, int, int]:
+        """Messages still queued, still held in some worker's ack set, still stored."""
+        queue = f"{self.namespace}:{COMMANDS_QUEUE}"
+        held = sum(self.client.scard(key)
+                   for key in self.client.keys(f"{self.namespace}:__acks__.*.{COMMANDS_QUEUE}"))
+        return self.client.llen(queue), held, self.client.hlen(f"{queue}.msgs")
+
+
+@pytest.fixture
+def space(settings) -> Iterator[Space]:
+    space = Space(settings.redis_url, f"{settings.redis_prefix}:consumer-{uuid.uuid4().hex[:8]}")
+    yield space
+    for broker in space.brokers:
+        broker.close()
+    keys = space.client.keys(f"{space.prefix}:*")
+    if keys:
+        space.client.delete(*keys)
+    space.client.close()
+
+
+def recording(broker: JobBroker, runs: list, seconds: float = 0.0) -> None:
+    """Declare actor ``t.work`` on ``broker``: it records (job id, delivery number), and
+    takes ``seconds``."""
+    def work(job_id: str) -> None:
+        message = CurrentMessage.get_current_message()
+        time.sleep(seconds)
+        runs.append((job_id, message.options.get(DELIVERIES)))
+
+    dramatiq.actor(work, broker=broker, actor_name="t.work", queue_name=COMMANDS_QUEUE)
+
+
+def send(broker: JobBroker, n: int) -> list[str]:
+    jobs = [str(uuid.uuid4()) for _ in range(n)]
+    send_jobs(broker, [(job, "t.work") for job in jobs])
+    return jobs
+
+
+def until(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_two_workers_run_each_message_once_counted_once_acknowledged_in_batches(space):
+    # Given 400 job messages and two worker processes' brokers on the same queue, whose
+    # fetch calls are counted and whose per-message acknowledgement must not be used
+    runs: list = []
+    fetches = Counter()
+    brokers = [space.broker(), space.broker()]
+    for broker in brokers:
+        recording(broker, runs, seconds=0.001)
+        script = broker.fetch_script
+        broker.fetch_script = (lambda s, b: lambda **kw: (fetches.update([b.broker_id]),
+                                                          s(**kw))[1])(script, broker)
+        broker.do_ack = None  # (Dramatiq's own, one round trip per message)
+    jobs = send(brokers[0], 400)
+    # When both run them, eight threads each
+    workers = [dramatiq.Worker(b, worker_threads=8, worker_timeout=20) for b in brokers]
+    for worker in workers:
+        worker.start()
+    try:
+        until(lambda: len(runs) == 400)
+        calls = sum(fetches.values())
+    finally:
+        for worker in workers:
+            worker.stop()
+    # Then each ran once, as its first delivery, counted once in Redis
+    assert sorted(job for job, _ in runs) == sorted(jobs)
+    assert {number for _, number in runs} == {1}
+    assert space.counts() == dict.fromkeys(jobs, 1)
+    # ... with one fetch call per batch of up to half the window (8 here), not per message
+    assert calls <= 400 / 4, calls  # (about 75 here; 113 when each ack brings a fetch)
+    # ... and once the workers stopped, every message was acknowledged: none is left
+    assert space.left() == (0, 0, 0)
+
+
+def test_a_dead_workers_messages_come_back_counted_as_a_second_delivery(space):
+    # Given a worker that took three messages and died running them (no ack, no close,
+    # no heartbeat any more)
+    dying = space.broker()
+    jobs = send(dying, 3)
+    consumer = dying.consume(COMMANDS_QUEUE, prefetch=4, timeout=20)
+    taken = [next(consumer) for _ in range(3)]
+    assert [m.options[DELIVERIES] for m in taken] == [1, 1, 1]
+    assert space.left() == (0, 3, 3)
+    # When another worker, which deems a worker dead after 300 ms, runs on
+    runs: list = []
+    living = space.broker(heartbeat_timeout=300)
+    recording(living, runs)
+    worker = dramatiq.Worker(living, worker_threads=2, worker_timeout=20)
+    worker.start()
+    try:
+        until(lambda: len(runs) == 3)
+    finally:
+        worker.stop()
+    # Then its maintenance brought them back, and they ran counted as second deliveries
+    assert sorted(runs) == sorted((job, 2) for job in jobs)
+    assert space.counts() == dict.fromkeys(jobs, 2)
+    assert space.left() == (0, 0, 0)
+
+
+def test_closing_puts_back_what_was_fetched_and_not_run_uncounted(space):
+    # Given a consumer that fetched six messages, ran and acknowledged one
+    broker = space.broker()
+    jobs = send(broker, 6)
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=8, timeout=20)
+    first = next(consumer)
+    consumer.ack(first)
+    # When it closes (its worker stops)
+    consumer.close()
+    # Then the five it never handed out are queued again, in no worker's hands, and
+    # their deliveries are taken back; the acknowledged one is gone
+    assert space.left() == (5, 0, 5)
+    assert space.counts() == {job: int(job == first.message_id) for job in jobs}
+
+
+def test_messages_handed_out_and_not_run_are_put_back_on_requeue(space):
+    broker = space.broker()
+    send(broker, 3)
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=8, timeout=20)
+    handed = [next(consumer) for _ in range(3)]
+    consumer.requeue(handed[1:])
+    consumer.ack(handed[0])
+    consumer.close()
+    assert space.left() == (2, 0, 2)
+    assert sorted(space.counts().values()) == [0, 0, 1]
+
+
+def test_acknowledgements_a_lost_connection_kept_are_sent_by_the_next_consumer(space):
+    # Given a consumer that acknowledged a message, then lost Redis on its next fetch
+    broker = space.broker()
+    send(broker, 2)
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=1, timeout=20)
+    done = next(consumer)
+    consumer.ack(done)
+    script = broker.fetch_script
+
+    def lost(**_):
+        raise redis.ConnectionError("lost")
+
+    broker.fetch_script = lost
+    with pytest.raises(ConnectionClosed):
+        next(consumer)
+    assert space.left() == (1, 1, 2)  # (the acknowledgement did not reach Redis)
+    # When the worker's consumer thread starts a new consumer, once Redis is back
+    broker.fetch_script = script
+    successor = broker.consume(COMMANDS_QUEUE, prefetch=1, timeout=20)
+    second = next(successor)
+    # Then its first fetch sent the acknowledgement: only the second message is held
+    assert second.message_id != done.message_id
+    assert space.left() == (0, 1, 1)
+
+
+def test_a_message_that_is_not_a_counted_job_carries_no_delivery_number(space):
+    # (a retried job's body still holds the option from its first delivery)
+    broker = space.broker()
+    broker.enqueue(dramatiq.Message(queue_name=SWEEPS_QUEUE, actor_name="t.tick", args=(),
+                                    kwargs={}, options={DELIVERIES: 5}))
+    consumer = broker.consume(SWEEPS_QUEUE, prefetch=2, timeout=20)
+    message = next(consumer)
+    assert DELIVERIES not in message.options
+    assert space.counts() == {}
+
+
+def test_maintenance_runs_on_its_clock_not_on_every_call(space):
+    broker = space.broker()
+    runs = Counter()
+    broker.do_maintain = lambda queue: runs.update([queue])
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=2, timeout=10)
+    calls, deadline = 0, time.monotonic() + 0.45
+    while time.monotonic() < deadline:
+        next(consumer)
+        calls += 1
+    assert 4 <= runs[COMMANDS_QUEUE] <= 6  # every 0.1 s
+    assert calls > 2 * runs[COMMANDS_QUEUE]
+    assert broker._should_do_maintenance("fetch") == 0
