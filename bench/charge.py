@@ -180,14 +180,17 @@ def job_count(database) -> int:
         return database.execute_sql("SELECT count(*) FROM jobs").fetchone()[0]
 
 
-def server_latencies(database, since) -> list[float]:
-    """submit->terminal seconds of the jobs recorded at or after ``since``."""
+def server_latencies(database, since) -> tuple[list[float], list[float]]:
+    """submit->terminal seconds of the jobs recorded at or after ``since``, and the part
+    of each spent before a worker started it (sent, queued, fetched, handed to a
+    thread)."""
     with database.connection_context():
         rows = database.execute_sql(
-            "SELECT EXTRACT(EPOCH FROM finished_at - created_at) FROM jobs "
+            "SELECT EXTRACT(EPOCH FROM finished_at - created_at),"
+            " EXTRACT(EPOCH FROM started_at - created_at) FROM jobs "
             "WHERE created_at >= %s", (since,)
         ).fetchall()
-    return [float(r[0]) for r in rows]
+    return [float(r[0]) for r in rows], [float(r[1]) for r in rows]
 
 
 # -- one build's door and drain ------------------------------------------------------------
@@ -278,8 +281,9 @@ def run_bazaar(args: argparse.Namespace, env: dict[str, str],
         wait_drained(database, job_count(database))
         print(f"steady: {sent} charges at {rate:,.0f}/s for {args.seconds:.0f}s "
               f"(statuses {statuses})")
-        latencies = sorted(server_latencies(database, since))
+        latencies, waits = map(sorted, server_latencies(database, since))
         print("  " + latency_line("submit->terminal", latencies))
+        print("  " + latency_line("  of which submit->started", waits))
         figures.steady_ms = (1000 * percentile(latencies, 50), 1000 * percentile(latencies, 99))
     finally:
         stack.stop()

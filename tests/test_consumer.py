@@ -8,6 +8,7 @@ Dramatiq workers (the end-to-end tests run the same consumer in worker processes
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -223,3 +224,24 @@ def test_maintenance_runs_on_its_clock_not_on_every_call(space):
     assert 4 <= runs[COMMANDS_QUEUE] <= 6  # every 0.1 s
     assert calls > 2 * runs[COMMANDS_QUEUE]
     assert broker._should_do_maintenance("fetch") == 0
+
+
+def test_an_idle_consumer_is_woken_by_a_sending_not_by_its_backoff(space):
+    # Given a consumer that has found its queue empty long enough to back off 1-2 s
+    broker = space.broker()
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=2, timeout=2000)
+    consumer.misses = 20
+    assert next(consumer) is None  # (the first idle wait also subscribes)
+    consumer.misses = 20
+    # When a job is sent 100 ms into its next wait
+    waited: list[float] = []
+    started = time.monotonic()
+    idle = threading.Thread(target=lambda: (next(consumer), waited.append(
+        time.monotonic() - started)))
+    idle.start()
+    time.sleep(0.1)
+    [job] = send(broker, 1)
+    idle.join(5)
+    # Then it wakes at once, and its next call fetches the job
+    assert waited and waited[0] < 0.5, waited
+    assert next(consumer).message_id == job

@@ -22,7 +22,7 @@ from dramatiq.middleware import (
 
 from db.connection import TRANSIENT_ERRORS
 from db.settings import Settings
-from workers.consumer import JobBroker, redis_message_id
+from workers.consumer import JobBroker, redis_message_id, wake_channel
 
 COMMANDS_QUEUE = "commands"
 SWEEPS_QUEUE = "sweeps"
@@ -112,9 +112,10 @@ def send_jobs(broker: dramatiq.Broker, jobs: list[Sendable]) -> None:
     and a Lua call, each). Its ``enqueue`` does two things: store the message in the
     queue's hash under a fresh redis message id, and push that id on the queue's list.
     Here a whole batch does the same in two commands inside one MULTI (the hash first,
-    so no consumer can pop an id whose message is not there). This leans on the broker's
-    key layout, which is why dramatiq is pinned below 3 and why the end-to-end tests
-    consume these messages with real workers.
+    so no consumer can pop an id whose message is not there), and wakes idle consumers
+    (``workers.consumer``). This leans on the broker's key layout, which is why dramatiq
+    is pinned below 3 and why the end-to-end tests consume these messages with real
+    workers.
     """
     if not isinstance(broker, JobBroker):
         for job in jobs:
@@ -132,6 +133,7 @@ def send_jobs(broker: dramatiq.Broker, jobs: list[Sendable]) -> None:
     pipe = broker.client.pipeline(transaction=True)
     pipe.hset(f"{queue}.msgs", mapping=bodies)
     pipe.rpush(queue, *bodies)
+    pipe.publish(wake_channel(broker.namespace, COMMANDS_QUEUE), "")
     pipe.execute()
 
 

@@ -16,6 +16,10 @@ from seven others. Here:
   which finds its job terminal and is skipped);
 - **fetches come in batches**: when the prefetch window is more than half full the
   consumer waits for acknowledgements to free half of it, then fetches that many at once;
+- **an idle consumer is woken when messages are sent**: every sending publishes on the
+  queue's wake channel (in the same round trip), and a consumer that found its queue
+  empty waits on that channel for up to its poll backoff instead of sleeping through
+  it (a job sent 5 ms into a 100 ms sleep waited 95 ms for a worker);
 - **maintenance runs on a clock**: the broker's own maintenance (which brings a dead
   worker's messages back) runs every ``BROKER_MAINTENANCE_INTERVAL`` seconds per queue,
   instead of on a random share of calls, and also renews this worker's heartbeat while
@@ -84,6 +88,11 @@ end
 """
 
 
+def wake_channel(namespace: str, queue_name: str) -> str:
+    """The channel on which a sending tells idle consumers of ``queue_name`` to fetch."""
+    return f"{namespace}:{queue_name}.wake"
+
+
 def redis_message_id(message_id: str) -> str:
     """A fresh Redis id for one sending of ``message_id`` (a job is sent again by the
     re-send sweep, and retried, each time under a new id)."""
@@ -131,6 +140,7 @@ class JobBroker(RedisBroker):
         message = message.copy(queue_name=queue_name, options=options)
         self.emit_before("enqueue", message, delay)
         self.do_enqueue(queue_name, options["redis_message_id"], message.encode())
+        self.client.publish(wake_channel(self.namespace, queue_name), "")
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -158,6 +168,8 @@ class _JobConsumer(Consumer):
         self.held: set[str] = set()  # message ids handed out and not yet acknowledged
         self.acks, self.unrun = broker.leftovers(queue_name)
         self.room = threading.Event()  # set when the window has room for a batch
+        self.wake_channel = wake_channel(broker.namespace, queue_name)
+        self.wakes: redis.client.PubSub | None = None  # subscribed once first idle
         self.misses = 0
         self.maintained = 0.0
 
@@ -200,6 +212,8 @@ class _JobConsumer(Consumer):
         self.cache.clear()
         with contextlib.suppress(redis.RedisError):  # (the next consumer sends them)
             self._fetch(0)
+        if self.wakes is not None:
+            self.wakes.close()
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -223,7 +237,7 @@ class _JobConsumer(Consumer):
                 self.held.add(message.message_id)
                 return MessageProxy(message)
             self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-            time.sleep(backoff_ms / 1000)
+            self._idle(backoff_ms / 1000)
             return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
@@ -251,6 +265,15 @@ class _JobConsumer(Consumer):
             except redis.RedisError:
                 self.unrun.extendleft(reversed(ids))
                 raise
+
+    def _idle(self, seconds: float) -> None:
+        """Wait ``seconds``, or until a sending wakes this queue's consumers."""
+        if self.wakes is None:
+            self.wakes = self.broker.client.pubsub(ignore_subscribe_messages=True)
+            self.wakes.subscribe(self.wake_channel)
+        woken = self.wakes.get_message(timeout=seconds)
+        while woken is not None:  # (one fetch answers every wake-up so far)
+            woken = self.wakes.get_message(timeout=0)
 
     def _maintain(self) -> None:
         now = time.monotonic()
