@@ -5,7 +5,8 @@ process, starts 2 worker processes x 8 threads, waits ``--settle`` seconds, then
 CPU time of the worker processes, of every ``postgres`` process and of ``redis-server``
 from ``/proc`` before and after a ``--window`` of seconds, and the jobs finished in it.
 Prints jobs/s and milliseconds of CPU per job for each. ``--plain`` measures the plain
-reference build (``bench/plain_charge.py``) the same way; ``--no-prepare`` runs Bazaar
+reference build (``bench/plain_charge.py``) the same way (``--plain-consumer bazaar``: with
+Bazaar's Redis consumer instead of Dramatiq's); ``--no-prepare`` runs Bazaar
 with ``DATABASE_URL ...?prepared_statements=false``. (PostgreSQL and Redis are shared
 with whatever else runs on the machine: run it alone.)
 
@@ -46,6 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plain", action="store_true", help="the plain reference build")
     parser.add_argument("--no-prepare", action="store_true", help="no prepared statements")
+    parser.add_argument("--plain-consumer", choices=("dramatiq", "bazaar"), default="dramatiq",
+                        help="the plain build's Redis consumer")
     parser.add_argument("--fill", type=float, default=10, help="seconds of door load")
     parser.add_argument("--settle", type=float, default=4, help="seconds before the window")
     parser.add_argument("--window", type=float, default=10, help="seconds measured")
@@ -56,6 +59,7 @@ def main() -> None:
         if args.no_prepare:
             env["DATABASE_URL"] += "?prepared_statements=false"
         env["PLAIN_NAMESPACE"] = f"{env['REDIS_PREFIX']}-plain"
+        env["PLAIN_CONSUMER"] = args.plain_consumer
         tokens = mint_tokens(env, insert_users(database, "d", 200, 0))
         stack = PlainStack(env) if args.plain else Stack(env)
         try:
@@ -75,12 +79,15 @@ def main() -> None:
             database.close_all()
     jobs = after[3] - before[3]
     per_job = [1000 * (b - a) / max(jobs, 1) for a, b in zip(before[:3], after[:3], strict=True)]
-    build = "plain" if args.plain else "Bazaar" + (" (no prepared statements)"
-                                                   if args.no_prepare else "")
+    build = f"plain ({args.plain_consumer}'s consumer)" if args.plain else "Bazaar"
+    if args.no_prepare:
+        build += " (no prepared statements)"
     print(f"{build}: {accepted:,} queued at {accepted / took:,.0f}/s; mid-drain {jobs:,} jobs "
           f"in {after[4] - before[4]:.1f}s = {jobs / (after[4] - before[4]):,.0f}/s")
     print(f"CPU per job: workers {per_job[0]:.3f} ms, PostgreSQL {per_job[1]:.3f} ms, "
           f"Redis {per_job[2]:.3f} ms, total {sum(per_job):.3f} ms")
+    if after[3] >= accepted:
+        print("NOT VALID: the queue ran dry inside the window (give --fill more seconds)")
 
 
 if __name__ == "__main__":

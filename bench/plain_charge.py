@@ -11,7 +11,9 @@ thread): the guarded balance UPDATE ... RETURNING, then the history row (``ref``
 job's ``finished_at``.
 
 Usage: ``PORT=8080 python -m bench.plain_charge web`` and ``python -m bench.plain_charge
-worker`` (environment: ``DATABASE_URL``, ``REDIS_URL``, ``PLAIN_NAMESPACE``, ``JWT_SECRET``).
+worker`` (environment: ``DATABASE_URL``, ``REDIS_URL``, ``PLAIN_NAMESPACE``, ``JWT_SECRET``;
+``PLAIN_CONSUMER=bazaar`` gives it Bazaar's Redis consumer, ``workers.consumer``, instead
+of Dramatiq's: what the plain build would gain from it, for ``bench.drain_cpu``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from dramatiq.brokers.redis import RedisBroker
 QUEUE = "plain"
 REF = "plain"
 MAX_BALANCE = 10_000_000  # as jobs.points
-broker = RedisBroker(url=os.environ["REDIS_URL"], namespace=os.environ["PLAIN_NAMESPACE"])
+if os.environ.get("PLAIN_CONSUMER") == "bazaar":
+    from workers.consumer import JobBroker
+
+    broker = JobBroker(url=os.environ["REDIS_URL"], namespace=os.environ["PLAIN_NAMESPACE"],
+                       deliveries_key=f"{os.environ['PLAIN_NAMESPACE']}:deliveries",
+                       counted_queues=())
+else:
+    broker = RedisBroker(url=os.environ["REDIS_URL"], namespace=os.environ["PLAIN_NAMESPACE"])
 dramatiq.set_broker(broker)
 _local = threading.local()
 NOW = "clock_timestamp() AT TIME ZONE 'UTC'"

@@ -156,7 +156,7 @@ class _JobConsumer(Consumer):
         self.broker = broker
         self.queue_name = queue_name
         self.prefetch = prefetch
-        self.batch = max(1, prefetch // 2)
+        self.batch = max(1, prefetch // int(os.environ.get("XDIV", "2")))
         self.timeout = timeout
         self.count = "1" if queue_name in broker.counted_queues else "0"
         acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}"
