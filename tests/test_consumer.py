@@ -8,6 +8,7 @@ Dramatiq workers (the end-to-end tests run the same consumer in worker processes
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -17,10 +18,11 @@ from collections.abc import Iterator
 import dramatiq
 import pytest
 import redis
+from dramatiq.encoder import DecodeError
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import CurrentMessage
 
-from workers.broker import COMMANDS_QUEUE, SWEEPS_QUEUE, send_jobs
+from workers.broker import COMMANDS_QUEUE, SWEEPS_QUEUE, MessageEncoder, send_jobs
 from workers.consumer import DELIVERIES, JobBroker
 
 
@@ -245,3 +247,23 @@ def test_an_idle_consumer_is_woken_by_a_sending_not_by_its_backoff(space):
     # Then it wakes at once, and its next call fetches the job
     assert waited and waited[0] < 0.5, waited
     assert next(consumer).message_id == job
+
+
+@pytest.mark.parametrize("payload", [{"amount": 7, "note": "café ☕"}, {"text": "\ud800"},
+                                     {"big": 10**30}, {"nested": [[1.5, None, True]]}])
+def test_the_message_encoding_is_plain_json_whatever_the_payload(payload):
+    # (msgspec where it can, the standard library where it cannot: a lone surrogate, an
+    # integer past 64 bits)
+    message = dramatiq.Message(queue_name=COMMANDS_QUEUE, actor_name="t.work",
+                               args=("job", 1, payload), kwargs={}, options={})
+    encoder = MessageEncoder()
+    body = encoder.encode(message.asdict())
+    assert json.loads(body)["args"] == ["job", 1, payload]
+    assert encoder.decode(body) == json.loads(body)
+
+
+def test_a_message_that_is_not_json_is_a_decode_error():
+    with pytest.raises(DecodeError):
+        MessageEncoder().decode(b'{"queue_name": ')
+    with pytest.raises(DecodeError):
+        MessageEncoder().decode(b"\xff\xfe")

@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import dramatiq
+import msgspec
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
+from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -27,6 +29,31 @@ from workers.consumer import JobBroker, redis_message_id, wake_channel
 COMMANDS_QUEUE = "commands"
 SWEEPS_QUEUE = "sweeps"
 QUEUES = (COMMANDS_QUEUE, SWEEPS_QUEUE)
+
+
+class MessageEncoder(JSONEncoder):
+    """Dramatiq's JSON message encoding, through msgspec: the same JSON (any JSON decoder
+    reads it), about three times cheaper for the door that encodes every job's message
+    and the consumer thread that decodes it. What msgspec will not encode or decode (a
+    string with a lone surrogate, an integer past 64 bits) goes through the standard
+    library."""
+
+    _encode = msgspec.json.Encoder().encode
+    _decode = msgspec.json.Decoder().decode
+
+    def encode(self, data: MessageData) -> bytes:
+        """The message as JSON bytes."""
+        try:
+            return self._encode(data)
+        except (msgspec.EncodeError, OverflowError, UnicodeEncodeError):
+            return super().encode(data)
+
+    def decode(self, data: bytes) -> MessageData:
+        """The message read back; ``DecodeError`` if it is not JSON."""
+        try:
+            return self._decode(data)
+        except msgspec.DecodeError:  # (not JSON; or a lone surrogate's escape, which is)
+            return super().decode(data)
 
 
 def dramatiq_namespace(settings: Settings) -> str:
@@ -71,6 +98,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         )
     for queue in QUEUES:
         broker.declare_queue(queue)
+    dramatiq.set_encoder(MessageEncoder())
     dramatiq.set_broker(broker)
     return broker
 
