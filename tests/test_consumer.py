@@ -267,3 +267,98 @@ def test_a_message_that_is_not_json_is_a_decode_error():
         MessageEncoder().decode(b'{"queue_name": ')
     with pytest.raises(DecodeError):
         MessageEncoder().decode(b"\xff\xfe")
+
+
+def test_a_batch_whose_fetch_reply_was_lost_is_put_back_by_the_ack_set_check(space):
+    # Given a fetch that ran in Redis but whose reply never came back
+    broker = space.broker()
+    jobs = send(broker, 3)
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=8, timeout=20)
+    script = broker.fetch_script
+
+    def ran_then_lost(**kw):
+        script(**kw)
+        raise redis.ConnectionError("reply lost")
+
+    broker.fetch_script = ran_then_lost
+    with pytest.raises(ConnectionClosed):
+        next(consumer)
+    broker.fetch_script = script
+    assert space.left() == (0, 3, 3)  # (held by this live worker, known to no one)
+    # When its successor checks the ack set (at its first maintenance run)
+    successor = broker.consume(COMMANDS_QUEUE, prefetch=8, timeout=20)
+    got = [next(successor) for _ in range(3)]
+    # Then they came back, and their uncounted fetch was taken back
+    assert sorted(m.message_id for m in got) == sorted(jobs)
+    assert {m.options[DELIVERIES] for m in got} == {1}
+
+
+def test_a_restarted_delay_consumer_puts_back_the_delayed_messages_it_dropped(space):
+    # (Dramatiq's consumer thread starts a new, empty delay queue when it reconnects)
+    broker = space.broker()
+    broker.enqueue(dramatiq.Message(queue_name=COMMANDS_QUEUE, actor_name="t.work",
+                                    args=("job",), kwargs={}, options={}), delay=60_000)
+    delayed = broker.consume(f"{COMMANDS_QUEUE}.DQ", prefetch=8, timeout=20)
+    assert next(delayed) is not None
+    held = f"{space.namespace}:__acks__.{broker.broker_id}.{COMMANDS_QUEUE}.DQ"
+    assert space.client.scard(held) == 1
+    successor = broker.consume(f"{COMMANDS_QUEUE}.DQ", prefetch=8, timeout=20)
+    assert next(successor).args == ("job",)  # (put back, then fetched again)
+
+
+def test_a_retry_that_could_not_be_sent_leaves_its_message_to_come_back(space):
+    # Given a fetched message whose retry could not be enqueued (Redis refused it)
+    broker = space.broker()
+    [job] = send(broker, 1)
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=8, timeout=20)
+    message = next(consumer)
+    enqueue = broker.do_enqueue
+
+    def refused(*_):
+        raise redis.ConnectionError("down")
+
+    broker.do_enqueue = refused
+    with pytest.raises(redis.ConnectionError):
+        broker.enqueue(message._message, delay=10)
+    broker.do_enqueue = enqueue
+    # When Dramatiq acknowledges it all the same (its Retries only logs the failure)
+    consumer.ack(message)
+    consumer._fetch(0)
+    # Then it stays in the ack set, and the ack set's check puts it back on the queue
+    assert space.left() == (0, 1, 1)
+    consumer._reconcile()
+    assert space.left() == (1, 0, 1)
+    assert next(consumer).message_id == job
+
+
+def test_an_undecodable_message_is_dead_lettered_and_the_next_one_served(space):
+    broker = space.broker()
+    queue = f"{space.namespace}:{COMMANDS_QUEUE}"
+    space.client.hset(f"{queue}.msgs", "bad.0", b"{not json")
+    space.client.rpush(queue, "bad.0")
+    [job] = send(broker, 1)
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=8, timeout=20)
+    assert next(consumer).message_id == job
+    assert space.client.zcard(f"{space.namespace}:{COMMANDS_QUEUE}.XQ") == 1
+
+
+def test_maintenance_sends_acks_that_wait_behind_a_full_window_and_drains_wake_ups(space):
+    # Given a consumer whose window is full (long jobs), one of which finished, while
+    # sendings keep publishing wake-ups it does not read
+    broker = space.broker()
+    send(broker, 4)
+    consumer = broker.consume(COMMANDS_QUEUE, prefetch=4, timeout=20)
+    consumer._idle(0)  # (subscribed)
+    held = [next(consumer) for _ in range(4)]
+    consumer.ack(held[0])
+    for _ in range(50):
+        send(broker, 1)
+    # When its maintenance runs
+    consumer.maintained = 0.0
+    assert next(consumer) is None  # (the window is still full: 3 of 4 held)
+    # Then the finished message's acknowledgement went, and no wake-up is left unread
+    assert space.left()[1:] == (3, 53)
+    assert consumer.wakes.get_message(timeout=0) is None
+    # (and a run renews the heartbeat at least four times per heartbeat timeout)
+    assert space.broker(heartbeat_timeout=2_000).maintenance_interval == 0.1
+    assert space.broker(heartbeat_timeout=200).maintenance_interval == 0.05

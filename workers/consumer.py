@@ -22,8 +22,15 @@ from seven others. Here:
   it (a job sent 5 ms into a 100 ms sleep waited 95 ms for a worker);
 - **maintenance runs on a clock**: the broker's own maintenance (which brings a dead
   worker's messages back) runs every ``BROKER_MAINTENANCE_INTERVAL`` seconds per queue,
-  instead of on a random share of calls, and also renews this worker's heartbeat while
-  its window is full.
+  instead of on a random share of calls; it also renews this worker's heartbeat, sends
+  acknowledgements that waited behind a full window, and reads away wake-ups that piled
+  up while the consumer was busy;
+- **nothing sits in a live worker's ack set for good**: every tenth run, the consumer
+  puts back what its ack set holds and nothing in the process knows of (a batch whose
+  fetch reply was lost, the delayed messages a restarted consumer thread dropped, a
+  message whose retry could not be sent: Dramatiq's ``Retries`` only logs that, and the
+  message would be acknowledged and its job lost); an undecodable body is
+  dead-lettered instead of stopping the consumer.
 
 It keeps Dramatiq's key layout (the queue list, its ``.msgs`` hash, the per-worker ack
 sets, the heartbeats), which is why dramatiq is pinned below 3, and why the end-to-end
@@ -35,6 +42,7 @@ the job from the id without decoding the body.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -45,14 +53,17 @@ import redis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import compute_backoff, current_millis, dq_name
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
+
+log = logging.getLogger(__name__)
 
 DELIVERIES = "bazaar_deliveries"  # message option: this delivery's number (counted ones)
 
 # KEYS: the queue's list, its bodies hash, this worker's ack set for it, the heartbeats,
 # the deliveries hash. ARGV: now (ms), worker id, how many to fetch, whether to count
-# deliveries ("1" or "0"), then the Redis ids to acknowledge. Returns body/count pairs.
+# deliveries ("1" or "0"), then the Redis ids to acknowledge. Returns id/body/count
+# triples.
 _FETCH = """
 redis.call("ZADD", KEYS[4], ARGV[1], ARGV[2])
 for i = 5, #ARGV do
@@ -66,6 +77,7 @@ for _ = 1, tonumber(ARGV[3]) do
   if body then  -- (an id whose body is gone was acknowledged meanwhile)
     redis.call("SADD", KEYS[3], id)
     local job = ARGV[4] == "1" and string.match(id, "^(.+)%.[^.]*$")
+    out[#out + 1] = id
     out[#out + 1] = body
     out[#out + 1] = job and redis.call("HINCRBY", KEYS[5], job, 1) or 0
   end
@@ -86,6 +98,7 @@ for i = 2, #ARGV do
   end
 end
 """
+RECONCILE_EVERY = 10  # maintenance runs between two checks of the ack set
 
 
 def wake_channel(namespace: str, queue_name: str) -> str:
@@ -99,23 +112,35 @@ def redis_message_id(message_id: str) -> str:
     return f"{message_id}.{os.urandom(6).hex()}"
 
 
+class _QueueState:
+    """What one worker process knows of one queue's messages, by Redis id; it outlives a
+    consumer that lost its connection, so that its successor carries on."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()  # handed to the worker, not yet acknowledged
+        self.acks: deque[str] = deque()  # acknowledged, not yet told to Redis
+        self.unrun: deque[str] = deque()  # to put back on the queue, not yet put
+
+
 class JobBroker(RedisBroker):
     """Dramatiq's Redis broker with the consumer described above.
 
     ``deliveries_key`` is the hash of job id -> deliveries; ``counted_queues`` are the
     queues whose messages are jobs (their message id is the job id);
-    ``maintenance_interval`` is the seconds between two maintenance runs of a queue.
+    ``maintenance_interval`` is the seconds between two maintenance runs of a queue (at
+    most a quarter of the heartbeat timeout: a run also renews the heartbeat).
     """
 
     def __init__(self, *, deliveries_key: str, counted_queues: Iterable[str],
                  maintenance_interval: float = 1.0, **options):
         super().__init__(**options)
-        self.maintenance_interval = maintenance_interval
+        self.maintenance_interval = min(maintenance_interval, self.heartbeat_timeout / 4000)
         self.deliveries_key = deliveries_key
         self.counted_queues = frozenset(counted_queues)
         self.fetch_script = self.client.register_script(_FETCH)
         self.requeue_script = self.client.register_script(_REQUEUE)
-        self._leftovers: dict[str, tuple[deque[str], deque[str]]] = {}
+        self.unsent_retries: set[str] = set()  # Redis ids whose retry could not be sent
+        self._states: dict[str, _QueueState] = {}
         self._lock = threading.Lock()
 
     @property
@@ -123,15 +148,20 @@ class JobBroker(RedisBroker):
         """The batching consumer."""
         return _JobConsumer
 
-    def leftovers(self, queue_name: str) -> tuple[deque[str], deque[str]]:
-        """The Redis ids of ``queue_name``'s messages to acknowledge, and those to put
-        back, not yet sent: they outlive a consumer that lost its connection, so that its
-        successor sends them (else they would sit in this live worker's ack set)."""
+    def queue_state(self, queue_name: str) -> _QueueState:
+        """This process's state of ``queue_name`` (see :class:`_QueueState`)."""
         with self._lock:
-            return self._leftovers.setdefault(queue_name, (deque(), deque()))
+            return self._states.setdefault(queue_name, _QueueState())
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
-        """Enqueue ``message`` (after ``delay`` ms) under a Redis id that names it."""
+        """Enqueue ``message`` (after ``delay`` ms) under a Redis id that names it.
+
+        If it cannot be sent and it is a retry of a fetched message, that message is not
+        acknowledged: it stays in this worker's ack set, and its consumer puts it back.
+        (Dramatiq's ``Retries`` logs the failure and lets the original be acknowledged,
+        which would lose the job.)
+        """
+        retried = message.options.get("redis_message_id")
         queue_name = message.queue_name
         options: dict = {"redis_message_id": redis_message_id(message.message_id)}
         if delay is not None:
@@ -139,8 +169,14 @@ class JobBroker(RedisBroker):
             options["eta"] = current_millis() + delay
         message = message.copy(queue_name=queue_name, options=options)
         self.emit_before("enqueue", message, delay)
-        self.do_enqueue(queue_name, options["redis_message_id"], message.encode())
-        self.client.publish(wake_channel(self.namespace, queue_name), "")
+        try:
+            self.do_enqueue(queue_name, options["redis_message_id"], message.encode())
+        except redis.RedisError:
+            if retried is not None:
+                self.unsent_retries.add(retried)
+            raise
+        with contextlib.suppress(redis.RedisError):  # (an idle consumer polls anyway)
+            self.client.publish(wake_channel(self.namespace, queue_name), "")
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -156,49 +192,59 @@ class _JobConsumer(Consumer):
         self.broker = broker
         self.queue_name = queue_name
         self.prefetch = prefetch
-        self.batch = max(1, prefetch // int(os.environ.get("XDIV", "2")))
+        self.batch = max(1, prefetch // 2)
         self.timeout = timeout
         self.count = "1" if queue_name in broker.counted_queues else "0"
-        acks = f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}"
+        self.ack_set = f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}"
         queue = f"{broker.namespace}:{queue_name}"
         heartbeats = f"{broker.namespace}:__heartbeats__"
-        self.fetch_keys = [queue, f"{queue}.msgs", acks, heartbeats, broker.deliveries_key]
-        self.requeue_keys = [queue, f"{queue}.msgs", acks, broker.deliveries_key]
-        self.cache: deque[tuple[bytes, int]] = deque()
-        self.held: set[str] = set()  # message ids handed out and not yet acknowledged
-        self.acks, self.unrun = broker.leftovers(queue_name)
+        self.fetch_keys = [queue, f"{queue}.msgs", self.ack_set, heartbeats,
+                           broker.deliveries_key]
+        self.requeue_keys = [queue, f"{queue}.msgs", self.ack_set, broker.deliveries_key]
+        self.cache: deque[tuple[str, bytes, int]] = deque()  # fetched, not handed out
+        self.state = broker.queue_state(queue_name)
+        if queue_name.endswith(".DQ"):  # (a restarted consumer thread drops its delayed
+            self.state.held.clear()     # messages; the ack set's check puts them back)
         self.room = threading.Event()  # set when the window has room for a batch
         self.wake_channel = wake_channel(broker.namespace, queue_name)
         self.wakes: redis.client.PubSub | None = None  # subscribed once first idle
         self.misses = 0
         self.maintained = 0.0
+        self.maintenance_runs = 0
 
     @property
     def outstanding_message_count(self) -> int:
         """Messages fetched and not yet acknowledged."""
-        return len(self.held) + len(self.cache)
+        return len(self.state.held) + len(self.cache)
 
     def ack(self, message: MessageProxy) -> None:
         """Queue the acknowledgement (called by the worker thread that ran it)."""
-        self.acks.append(message.options["redis_message_id"])
-        self.held.discard(message.message_id)
-        if len(self.held) <= self.prefetch - self.batch:
+        redis_id = message.options["redis_message_id"]
+        if redis_id in self.broker.unsent_retries:  # (left in the ack set, to go back)
+            self.broker.unsent_retries.discard(redis_id)
+        else:
+            self.state.acks.append(redis_id)  # (before it leaves ``held``: see _reconcile)
+        self.state.held.discard(redis_id)
+        if len(self.state.held) <= self.prefetch - self.batch:
             self.room.set()
 
     def nack(self, message: MessageProxy) -> None:
         """Move the message to the dead-letter queue (rare: sent at once)."""
+        redis_id = message.options["redis_message_id"]
         try:
             self._fetch(0)  # (the acknowledgements queued before it)
-            self.broker.do_nack(self.queue_name, message.options["redis_message_id"])
+            self.broker.do_nack(self.queue_name, redis_id)
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None
         finally:
-            self.held.discard(message.message_id)
+            self.state.held.discard(redis_id)
             self.room.set()
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Put fetched messages that were not run back on their queue."""
-        self.unrun.extend(message.options["redis_message_id"] for message in messages)
+        for message in messages:
+            self.state.unrun.append(message.options["redis_message_id"])
+            self.state.held.discard(message.options["redis_message_id"])
         try:
             self._fetch(0)  # (puts them back, and sends the queued acknowledgements)
         except redis.ConnectionError as e:
@@ -207,34 +253,41 @@ class _JobConsumer(Consumer):
     def close(self) -> None:
         """Send the queued acknowledgements and put back what was fetched and not run
         (what cannot be sent now, the next consumer of this queue sends)."""
-        self.unrun.extend(Message.decode(body).options["redis_message_id"]
-                          for body, _ in self.cache)
+        self.state.unrun.extend(redis_id for redis_id, _, _ in self.cache)
         self.cache.clear()
         with contextlib.suppress(redis.RedisError):  # (the next consumer sends them)
             self._fetch(0)
         if self.wakes is not None:
-            self.wakes.close()
+            with contextlib.suppress(redis.RedisError):
+                self.wakes.close()
 
     def __next__(self) -> MessageProxy | None:
         try:
             self._maintain()
             if not self.cache:
-                room = self.prefetch - len(self.held)
+                room = self.prefetch - len(self.state.held)
                 if room < self.batch:  # wait for the window to free a batch
                     self.room.clear()
-                    if self.prefetch - len(self.held) < self.batch:
+                    if self.prefetch - len(self.state.held) < self.batch:
                         self.room.wait(self.timeout / 1000)
                     return None
                 self._fetch(room)
-            if self.cache:
+            while self.cache:
+                redis_id, body, deliveries = self.cache.popleft()
+                try:
+                    message = Message.decode(body)
+                except DecodeError:
+                    log.error("undecodable message dead-lettered",
+                              extra={"queue": self.queue_name, "redis_id": redis_id})
+                    self.broker.do_nack(self.queue_name, redis_id)
+                    continue
                 self.misses = 0
-                body, deliveries = self.cache.popleft()
-                message = Message.decode(body)
                 if deliveries:
                     message.options[DELIVERIES] = deliveries
                 else:  # (a retried message's body still holds its first count)
                     message.options.pop(DELIVERIES, None)
-                self.held.add(message.message_id)
+                message.options["redis_message_id"] = redis_id
+                self.state.held.add(redis_id)
                 return MessageProxy(message)
             self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
             self._idle(backoff_ms / 1000)
@@ -245,25 +298,26 @@ class _JobConsumer(Consumer):
     def _fetch(self, n: int) -> None:
         """Put back what is to be put back; acknowledge what has queued and fetch up to
         ``n`` messages, in one call."""
-        if self.unrun:
+        if self.state.unrun:
             self._put_back()
-        acks = _take(self.acks)
+        acks = _take(self.state.acks)
         try:
             reply = self.broker.fetch_script(
                 keys=self.fetch_keys,
                 args=[current_millis(), self.broker.broker_id, n, self.count, *acks])
-        except redis.RedisError:
-            self.acks.extendleft(reversed(acks))  # (their successor sends them)
+        except redis.RedisError:  # (if it ran all the same, the ack set's check finds
+            self.state.acks.extendleft(reversed(acks))  # what it fetched)
             raise
-        self.cache.extend(zip(reply[::2], reply[1::2], strict=True))
+        self.cache.extend((reply[i].decode(), reply[i + 1], reply[i + 2])
+                          for i in range(0, len(reply), 3))
 
     def _put_back(self) -> None:
-        ids = _take(self.unrun)
+        ids = _take(self.state.unrun)
         if ids:
             try:
                 self.broker.requeue_script(keys=self.requeue_keys, args=[self.count, *ids])
             except redis.RedisError:
-                self.unrun.extendleft(reversed(ids))
+                self.state.unrun.extendleft(reversed(ids))
                 raise
 
     def _idle(self, seconds: float) -> None:
@@ -271,15 +325,46 @@ class _JobConsumer(Consumer):
         if self.wakes is None:
             self.wakes = self.broker.client.pubsub(ignore_subscribe_messages=True)
             self.wakes.subscribe(self.wake_channel)
-        woken = self.wakes.get_message(timeout=seconds)
-        while woken is not None:  # (one fetch answers every wake-up so far)
-            woken = self.wakes.get_message(timeout=0)
+        if self.wakes.get_message(timeout=seconds) is not None:
+            self._drain_wakes()  # (one fetch answers every wake-up so far)
+
+    def _drain_wakes(self) -> None:
+        while self.wakes is not None and self.wakes.get_message(timeout=0) is not None:
+            pass
 
     def _maintain(self) -> None:
+        """On the clock: the broker's maintenance (and this worker's heartbeat);
+        acknowledgements that waited for a fetch; wake-ups that piled up while busy;
+        every ``RECONCILE_EVERY`` runs, the ack set's check."""
         now = time.monotonic()
-        if now - self.maintained >= self.broker.maintenance_interval:
-            self.maintained = now
-            self.broker.do_maintain(self.queue_name)
+        if now - self.maintained < self.broker.maintenance_interval:
+            return
+        self.maintained = now
+        self.maintenance_runs += 1
+        self.broker.do_maintain(self.queue_name)
+        if self.state.acks:
+            self._fetch(0)
+        self._drain_wakes()
+        if self.maintenance_runs % RECONCILE_EVERY == 1:
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Put back what sits in this worker's ack set and nothing here holds: a batch
+        whose fetch reply was lost, the delayed messages of a consumer that restarted, a
+        message whose retry could not be sent. (Read the ack set first, then ``held``,
+        then the unsent acknowledgements: an ack moves an id into the latter before it
+        leaves ``held``, so a message acked meanwhile is in one of them.)"""
+        members = {m.decode() for m in self.broker.client.smembers(self.ack_set)}
+        if not members:
+            return
+        held = set(self.state.held)
+        known = held | set(self.state.acks) | set(self.state.unrun)
+        strays = members - known - {redis_id for redis_id, _, _ in self.cache}
+        if strays:
+            log.warning("putting back messages nothing holds",
+                        extra={"queue": self.queue_name, "count": len(strays)})
+            self.state.unrun.extend(strays)
+            self._put_back()
 
 
 def _take(ids: deque[str]) -> list[str]:
