@@ -24,7 +24,7 @@ from dramatiq.middleware import (
 
 from db.connection import TRANSIENT_ERRORS
 from db.settings import Settings
-from workers.consumer import JobBroker, redis_message_id, wake_channel
+from workers.consumer import JobBroker
 
 COMMANDS_QUEUE = "commands"
 SWEEPS_QUEUE = "sweeps"
@@ -141,28 +141,15 @@ def send_jobs(broker: dramatiq.Broker, jobs: list[Sendable]) -> None:
     queue's hash under a fresh redis message id, and push that id on the queue's list.
     Here a whole batch does the same in two commands inside one MULTI (the hash first,
     so no consumer can pop an id whose message is not there), and wakes idle consumers
-    (``workers.consumer``). This leans on the broker's key layout, which is why dramatiq
-    is pinned below 3 and why the end-to-end tests consume these messages with real
-    workers.
+    (``workers.consumer``). This leans on the broker's key layout (``JobBroker.enqueue_all``),
+    which is why dramatiq is pinned below 3 and why the end-to-end tests consume these
+    messages with real workers.
     """
-    if not isinstance(broker, JobBroker):
+    if isinstance(broker, JobBroker):
+        broker.enqueue_all(COMMANDS_QUEUE, [job_message(*job) for job in jobs])
+    else:
         for job in jobs:
             send_job(broker, *job)
-        return
-    if not jobs:
-        return
-    bodies = {}
-    for job in jobs:
-        redis_id = redis_message_id(str(job[0]))
-        message = job_message(*job).copy(options={"redis_message_id": redis_id})
-        broker.emit_before("enqueue", message, None)
-        bodies[redis_id] = message.encode()
-    queue = f"{broker.namespace}:{COMMANDS_QUEUE}"
-    pipe = broker.client.pipeline(transaction=True)
-    pipe.hset(f"{queue}.msgs", mapping=bodies)
-    pipe.rpush(queue, *bodies)
-    pipe.publish(wake_channel(broker.namespace, COMMANDS_QUEUE), "")
-    pipe.execute()
 
 
 def send_periodic(broker: dramatiq.Broker, schedule_id: str, slot: int) -> None:

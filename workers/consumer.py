@@ -180,6 +180,25 @@ class JobBroker(RedisBroker):
         self.emit_after("enqueue", message, delay)
         return message
 
+    def enqueue_all(self, queue_name: str, messages: list[Message]) -> None:
+        """Enqueue ``messages`` on ``queue_name`` in one round trip: their bodies, their
+        ids on the queue (after the bodies, in one MULTI, so no consumer pops an id whose
+        body is not there), and the wake-up, where ``enqueue`` makes a Lua call each."""
+        if not messages:
+            return
+        bodies = {}
+        for message in messages:
+            redis_id = redis_message_id(message.message_id)
+            message = message.copy(options={"redis_message_id": redis_id})
+            self.emit_before("enqueue", message, None)
+            bodies[redis_id] = message.encode()
+        queue = f"{self.namespace}:{queue_name}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(f"{queue}.msgs", mapping=bodies)
+        pipe.rpush(queue, *bodies)
+        pipe.publish(wake_channel(self.namespace, queue_name), "")
+        pipe.execute()
+
     def _should_do_maintenance(self, command: str) -> int:
         # Only when a consumer asks for it (``do_maintain``), on its clock.
         return int(command == "maintain")
@@ -286,7 +305,6 @@ class _JobConsumer(Consumer):
                     message.options[DELIVERIES] = deliveries
                 else:  # (a retried message's body still holds its first count)
                     message.options.pop(DELIVERIES, None)
-                message.options["redis_message_id"] = redis_id
                 self.state.held.add(redis_id)
                 return MessageProxy(message)
             self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
