@@ -14,6 +14,8 @@ import jwt
 import pytest
 import redis
 
+from web.auth import sign as server_sign
+
 PASSWORD = "password123"
 PHONE = "+821012345678"
 
@@ -672,3 +674,20 @@ def test_user_errors_carry_no_stack_trace(api):
         assert set(reply.body) == {"error"}, reply
         assert {"code", "message"} <= set(reply.body["error"])
         assert "Traceback" not in json.dumps(reply.body)
+
+
+@pytest.mark.parametrize("claims", [
+    {"sub": "1", "sid": "a" * 32, "typ": "access", "jti": "b" * 32, "iat": 1, "exp": 2},
+    {"sub": "42", "cid": 7, "sid": "c" * 32, "typ": "queue", "jti": "d", "iat": 10,
+     "exp": 4_000_000_000},
+    {"sub": "9", "name": "caf\u00e9 \u2603", "n": -1},
+])
+def test_tokens_are_signed_as_pyjwt_signs_them_and_verify(claims):
+    key = "k" * 40
+    token = server_sign(claims, key.encode())
+    if all(str(v).isascii() for v in claims.values()):  # (PyJWT escapes the rest)
+        assert token == jwt.encode(claims, key, algorithm="HS256")
+    assert jwt.decode(token, key, algorithms=["HS256"],
+                      options={"verify_exp": False}) == claims
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, "x" * 40, algorithms=["HS256"], options={"verify_exp": False})

@@ -6,25 +6,25 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio.connection
 import redis.exceptions
-from redis.asyncio.client import Pipeline
 
 from tests.conftest import REDIS_URL
 from tests.support import free_port
-from web.app import redis_client
+from web.app import PipeliningRedis, redis_client
 
 
 @pytest.fixture
 def sent(monkeypatch) -> list[int]:
-    """The size of every pipeline sent."""
+    """The number of commands in every write sent."""
     sizes: list[int] = []
-    execute = Pipeline.execute
+    exchange = PipeliningRedis._exchange
 
-    async def counting(self, *args, **kwargs):
-        sizes.append(len(self.command_stack))
-        return await execute(self, *args, **kwargs)
+    async def counting(self, connection, wire, commands):
+        sizes.append(len(commands))
+        return await exchange(self, connection, wire, commands)
 
-    monkeypatch.setattr(Pipeline, "execute", counting)
+    monkeypatch.setattr(PipeliningRedis, "_exchange", counting)
     return sizes
 
 
@@ -57,7 +57,7 @@ def test_concurrent_commands_share_one_round_trip(redis_prefix: str, sent: list[
 def test_a_full_batch_goes_at_once(redis_prefix: str, sent: list[int]) -> None:
     replies = incr_together(f"{redis_prefix}:pipelined:batch", 25, max_batch=10)
     assert sorted(replies) == list(range(1, 26))
-    assert sent[:3] == [10, 10, 5]
+    assert sorted(sent[:3]) == [5, 10, 10]  # (three writes, on three connections)
 
 
 def test_one_failing_command_fails_only_its_caller(redis_prefix: str) -> None:
@@ -133,3 +133,62 @@ def test_a_caller_that_gives_up_does_not_disturb_the_others(redis_prefix: str) -
     assert cancelled
     assert total == 4  # the command was sent: only its caller stopped waiting
     assert sorted(done) in ([1, 2, 3], [2, 3, 4])
+
+
+def test_arguments_hiredis_cannot_pack_go_through_redis_pys_encoder(redis_prefix: str) -> None:
+    key = f"{redis_prefix}:pipelined:encoded"
+
+    async def scenario() -> list:
+        client = redis_client(REDIS_URL)
+        try:
+            return await asyncio.gather(
+                client.set(key, bytearray(b"raw")), client.get(key),
+                client.set(key, None), client.set(f"{key}:f", 1e-7), client.get(f"{key}:f"),
+                client.set(f"{key}:s", "caf\u00e9"), client.get(f"{key}:s"),
+                client.set(f"{key}:bad", "\ud800"), return_exceptions=True)
+        finally:
+            await client.delete(key, f"{key}:f", f"{key}:s")
+            await client.aclose()
+
+    stored, read, refused, floated, float_read, text, text_read, surrogate = run(scenario())
+    assert stored is True and read == b"raw"
+    assert isinstance(refused, redis.exceptions.DataError)  # (only that caller fails)
+    assert floated is True and float_read == b"1e-07"  # (as redis-py formats a float)
+    assert text is True and text_read == "café".encode()
+    assert isinstance(surrogate, UnicodeEncodeError)
+
+
+def test_a_dropped_write_fails_its_batch_and_the_next_one_reconnects(
+        redis_prefix: str, monkeypatch) -> None:
+    key = f"{redis_prefix}:pipelined:dropped"
+    send = redis.asyncio.connection.Connection.send_packed_command
+    drops: list[int] = []
+
+    async def dropping_once(self, *args, **kwargs):
+        if not drops:
+            drops.append(1)
+            raise redis.exceptions.ConnectionError("dropped")
+        return await send(self, *args, **kwargs)
+
+    def together(client):
+        return asyncio.gather(client.get(key), client.hgetall(f"{key}:none"),
+                              client.execute_command("SCRIPT LOAD", "return 1"),
+                              return_exceptions=True)
+
+    async def scenario() -> tuple:
+        client = redis_client(REDIS_URL)
+        try:
+            await client.set(key, "v")
+            monkeypatch.setattr(redis.asyncio.connection.Connection, "send_packed_command",
+                                dropping_once)
+            return await together(client), await together(client)
+        finally:
+            monkeypatch.undo()
+            await client.delete(key)
+            await client.aclose()
+
+    failed, (value, empty, sha) = run(scenario())
+    assert drops == [1]
+    assert all(isinstance(e, redis.exceptions.ConnectionError) for e in failed)
+    assert value == b"v" and empty == {}  # (HGETALL's reply callback: a dict)
+    assert len(sha) == 40  # ("SCRIPT LOAD" went as two words)
