@@ -9,6 +9,7 @@ Dramatiq workers (the end-to-end tests run the same consumer in worker processes
 from __future__ import annotations
 
 import json
+import queue as stdqueue
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import CurrentMessage
 
 from workers.broker import COMMANDS_QUEUE, SWEEPS_QUEUE, MessageEncoder, send_jobs
-from workers.consumer import DELIVERIES, JobBroker
+from workers.consumer import DELIVERIES, FastHandOff, JobBroker, WorkQueue
 
 
 class Space:
@@ -362,3 +363,59 @@ def test_maintenance_sends_acks_that_wait_behind_a_full_window_and_drains_wake_u
     # (and a run renews the heartbeat at least four times per heartbeat timeout)
     assert space.broker(heartbeat_timeout=2_000).maintenance_interval == 0.1
     assert space.broker(heartbeat_timeout=200).maintenance_interval == 0.05
+
+
+def test_the_work_queue_hands_each_item_to_exactly_one_thread_and_join_waits():
+    # Given a WorkQueue, 4 threads putting 5,000 items each and 8 taking them
+    work = WorkQueue()
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def put(base: int) -> None:
+        for n in range(5000):
+            work.put(base + n)
+
+    def take() -> None:
+        while True:
+            try:
+                item = work.get(timeout=0.2)
+            except stdqueue.Empty:
+                return
+            with lock:
+                taken.append(item)
+            work.task_done()
+
+    threads = [threading.Thread(target=put, args=(k * 5000,)) for k in range(4)]
+    threads += [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    work.join()  # returns only once every item is finished with
+    assert len(taken) == 20_000 and work.unfinished_tasks == 0
+    for thread in threads:
+        thread.join()
+    # Then each item reached exactly one thread, and one thread's items kept their order
+    assert sorted(taken) == list(range(20_000))
+    first = [n for n in taken if n < 5000]
+    assert first == sorted(first)
+    with pytest.raises(stdqueue.Empty):
+        work.get_nowait()
+
+
+def test_a_worker_on_the_broker_hands_messages_over_through_the_work_queue(space):
+    # Given a broker with the hand-off middleware, and a worker that runs 50 messages
+    runs: list = []
+    broker = space.broker()
+    broker.add_middleware(FastHandOff())
+    recording(broker, runs)
+    jobs = send(broker, 50)
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=20)
+    worker.start()
+    try:
+        until(lambda: len(runs) == 50)
+        worker.join()
+        # Then the worker's queue is ours, and each message ran once
+        assert isinstance(worker.work_queue, WorkQueue)
+    finally:
+        worker.stop()
+    assert sorted(job for job, _ in runs) == sorted(jobs)
+    assert space.left() == (0, 0, 0)

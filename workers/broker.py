@@ -24,7 +24,7 @@ from dramatiq.middleware import (
 
 from db.connection import TRANSIENT_ERRORS
 from db.settings import Settings
-from workers.consumer import JobBroker
+from workers.consumer import FastHandOff, JobBroker
 
 COMMANDS_QUEUE = "commands"
 SWEEPS_QUEUE = "sweeps"
@@ -83,6 +83,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         Pipelines(),
         Retries(min_backoff=200, max_backoff=5_000, retry_when=retry_when),
         CurrentMessage(),
+        FastHandOff(),
     ]
     if settings.embedded:
         broker: dramatiq.Broker = StubBroker(middleware=middleware)
