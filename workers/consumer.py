@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
+import random
 import threading
 import time
 from collections import deque
@@ -110,8 +110,9 @@ def wake_channel(namespace: str, queue_name: str) -> str:
 
 def redis_message_id(message_id: str) -> str:
     """A fresh Redis id for one sending of ``message_id`` (a job is sent again by the
-    re-send sweep, and retried, each time under a new id)."""
-    return f"{message_id}.{os.urandom(6).hex()}"
+    re-send sweep, and retried, each time under a new id). 48 random bits from
+    ``random`` (re-seeded in a forked child), not a ``getrandom`` call per message."""
+    return f"{message_id}.{random.getrandbits(48):012x}"
 
 
 class _QueueState:
