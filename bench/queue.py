@@ -10,8 +10,12 @@ Starts its own web process and workers on a scratch database, then:
 3. ticket open: ``--racers`` active users each try to hold a random one of the 50 seats
    of a date at once; prints the time until every job is terminal, jobs/s, and checks
    that no seat has two holders.
+4. the plain reference (``bench/plain_queue.py``: the same scripts behind a bare
+   aiohttp handler, pyjwt on every request, one redis-py call per request), on the same
+   Redis under a prefix of its own: token issue and position poll at 64 connections,
+   with the same users, then both builds side by side.
 
-Usage: ``python -m bench.queue [--tokens N] [--http-joins N] [--seconds S]``
+Usage: ``python -m bench.queue [--tokens N] [--http-joins N] [--seconds S] [--skip-plain]``
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from datetime import date
 
 import redis
 
-from bench.common import machine, scratch_env
+from bench.common import PlainStack, machine, scratch_env
 from db.connection import connect_database
 from db.models import PointWallet, Reservation, User
 from jobs import concerts
@@ -92,14 +96,48 @@ end
 """
 
 
+def fill_room(client: redis.Redis, prefix: str, cid: int, ids: list[int], tokens: Tokens) -> int:
+    """Join ``ids`` to concert ``cid``'s line under ``prefix`` straight in Redis; the
+    number now waiting."""
+    for start in range(0, len(ids), 2000):
+        pipe = client.pipeline(transaction=False)
+        proxy = WaitingRoom(pipe, prefix, 100, 600, 3600)
+        for uid in ids[start:start + 2000]:
+            proxy.join(cid, uid, tokens.issue_queue_token(uid, cid, 7200), utcnow())
+        pipe.execute()
+    return client.zcard(WaitingRoom(client, prefix, 100, 600, 3600).keys(cid)[0])
+
+
+def poll_headers(client: redis.Redis, prefix: str, cid: int, sample: list[int],
+                 bearer: dict[int, str]) -> list[dict[str, str]]:
+    """Each sampled user's ``Authorization`` and the ``Queue-Token`` they hold."""
+    held = client.hgetall(WaitingRoom(client, prefix, 100, 600, 3600).keys(cid)[3])
+    return [{"Authorization": f"Bearer {bearer[u]}",
+             "Queue-Token": held[str(u).encode()].decode()} for u in sample]
+
+
+def p99_ms(out: str) -> float:
+    """wrk's p99 latency in milliseconds."""
+    value = dict(re.findall(r"^\s+(99)%\s+(\S+)$", out, re.M))["99"]
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def rate(out: str) -> float:
+    """wrk's requests per second."""
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
 def main() -> None:
-    """Run the three phases and print the figures."""
+    """Run the phases and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=100_000)
     parser.add_argument("--http-joins", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--racers", type=int, default=500)
+    parser.add_argument("--skip-plain", action="store_true", help="no plain reference")
     args = parser.parse_args()
+    figures: dict[str, dict[str, str]] = {"bazaar": {}, "plain": {}}
     print(f"machine: {machine()}")
     with scratch_env(QUEUE_ACTIVE_LIMIT="100") as env:
         database = connect_database(env["DATABASE_URL"], 4)
@@ -125,27 +163,21 @@ def main() -> None:
                     f'{{"concert_id":{cid}}}'), args.seconds, connections)
                 print(f"token issue over HTTP ({connections} connections, {args.seconds}s): "
                       f"{summary(out)}")
+            figures["bazaar"]["issue"] = out
 
             room = WaitingRoom(client, env["REDIS_PREFIX"], 100, 600, 3600)
             began = time.perf_counter()
-            for start in range(0, args.tokens, 2000):
-                pipe = client.pipeline(transaction=False)
-                proxy = WaitingRoom(pipe, env["REDIS_PREFIX"], 100, 600, 3600)
-                for uid in ids[start:start + 2000]:
-                    proxy.join(cid, uid, tokens.issue_queue_token(uid, cid, 7200), utcnow())
-                pipe.execute()
-            size = client.zcard(room.keys(cid)[0])
+            size = fill_room(client, env["REDIS_PREFIX"], cid, ids[:args.tokens], tokens)
             print(f"fill: {size:,} waiting, {client.zcard(room.keys(cid)[1])} active "
                   f"(direct joins took {time.perf_counter() - began:.1f}s)")
 
-            held = client.hgetall(room.keys(cid)[3])
             sample = random.Random(1).sample(ids[:args.tokens], 5000)
-            polls = [{"Authorization": f"Bearer {bearer[u]}",
-                      "Queue-Token": held[str(u).encode()].decode()} for u in sample]
+            polls = poll_headers(client, env["REDIS_PREFIX"], cid, sample, bearer)
             for connections in (4, 16, 64):
                 out = run_wrk(stack.api.base, lua_requests("GET", "/api/v1/queue/tokens/me",
                                                            polls), args.seconds, connections)
                 print(f"position poll ({connections} connections): {summary(out)}")
+            figures["bazaar"]["poll"] = out
 
             racers = ids[args.tokens:]
             racer_room = WaitingRoom(client, env["REDIS_PREFIX"], 10**6, 600, 3600)
@@ -180,6 +212,51 @@ def main() -> None:
         finally:
             stack.stop()
             database.close_all()
+        if not args.skip_plain:
+            run_plain(args, env, client, tokens, bearer, joiners, sample, cid, ids, figures)
+            compare(figures)
+
+
+def run_plain(args: argparse.Namespace, env: dict[str, str], client: redis.Redis,
+              tokens: Tokens, bearer: dict[int, str], joiners: list[int], sample: list[int],
+              cid: int, ids: list[int], figures: dict[str, dict[str, str]]) -> None:
+    """Token issue and position poll at 64 connections on the plain reference."""
+    prefix = f"{env['REDIS_PREFIX']}-plain"
+    plain = PlainStack({**env, "PLAIN_PREFIX": prefix}, module="bench.plain_queue")
+    try:
+        plain.start_web()
+        print("\n== plain: 1 web process (bench/plain_queue.py), same users and tokens ==")
+        out = run_wrk(plain.api.base, lua_requests(
+            "POST", "/api/v1/queue/tokens",
+            [{"Authorization": f"Bearer {bearer[u]}"} for u in joiners],
+            f'{{"concert_id":{cid}}}'), args.seconds, 64)
+        print(f"token issue over HTTP (64 connections, {args.seconds}s): {summary(out)}")
+        figures["plain"]["issue"] = out
+        size = fill_room(client, prefix, cid, ids[:args.tokens], tokens)
+        print(f"fill: {size:,} waiting")
+        out = run_wrk(plain.api.base, lua_requests(
+            "GET", "/api/v1/queue/tokens/me", poll_headers(client, prefix, cid, sample, bearer)),
+            args.seconds, 64)
+        print(f"position poll (64 connections): {summary(out)}")
+        figures["plain"]["poll"] = out
+    finally:
+        plain.stop()
+        keys = client.keys(f"{prefix}:*")
+        if keys:
+            client.delete(*keys)
+
+
+def compare(figures: dict[str, dict[str, str]]) -> None:
+    """Both builds side by side, at 64 connections."""
+    print("\n== summary: Bazaar vs plain, same run, 64 connections ==")
+    print(f"{'figure':<28}{'Bazaar':>16}{'plain':>16}{'Bazaar/plain':>14}  target")
+    for phase, name in (("issue", "token issue"), ("poll", "position poll")):
+        ours, theirs = figures["bazaar"][phase], figures["plain"][phase]
+        print(f"{name + ' (req/s)':<28}{rate(ours):>16,.0f}{rate(theirs):>16,.0f}"
+              f"{rate(ours) / rate(theirs):>14.2f}")
+        met = "met" if p99_ms(ours) <= 10 else "MISSED"
+        print(f"{name + ' p99 (ms)':<28}{p99_ms(ours):>16.2f}{p99_ms(theirs):>16.2f}"
+              f"{p99_ms(ours) / p99_ms(theirs):>14.2f}  p99 <= 10 ms: {met}")
 
 
 if __name__ == "__main__":
