@@ -161,8 +161,22 @@ def jobs_to_resend(now: datetime, older_than: timedelta, limit: int) -> list:
 # UPDATE: ``GET /jobs/events`` replays "every job changed since id N" from it. The
 # delivery count written is the larger of the row's own and the delivery's (counted
 # outside the transaction, so a delivery that died mid-job is still counted).
+#
+# Ids are taken in each user's commit order: on PostgreSQL the finish first takes a
+# transaction-scoped advisory lock on its job's user (held until commit or rollback), so
+# of two finishes of one user the second takes its id only once the first has ended. A
+# reader that resumes after the highest id it saw of a user therefore misses none of
+# that user's finishes (``nextval`` alone hands ids out in statement order, and a lower
+# id that commits later fell behind such a reader). The lock is the transaction's last
+# (the finish is its last statement), so it closes no cycle with the effect's row locks.
+# SQLite runs one writer at a time: statement order is commit order there.
+SEQ_LOCK = 0x6A6F6273  # the advisory lock namespace ("jobs"; the user id, mod 2^31 - 1, is
+# the second key: two users that share one only wait for each other)
 _NEXT_SEQ = {True: "nextval('job_event_seq')",
              False: "(SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs)"}
+_ORDERED = {True: f" FROM (SELECT pg_advisory_xact_lock({SEQ_LOCK}, (SELECT"
+                  " mod(user_id, 2147483647)::int FROM jobs WHERE id = %s))) AS ordered",
+            False: ""}
 _DELIVERIES = "CASE WHEN attempts > %s THEN attempts ELSE %s END"
 _START = (
     "SELECT id, user_id, type, payload, created_at, attempts, started_at FROM jobs"
@@ -170,14 +184,16 @@ _START = (
 )
 _FINISH = (
     "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s, seq = {seq},"
-    " started_at = COALESCE(started_at, %s), attempts = " + _DELIVERIES +
+    " started_at = COALESCE(started_at, %s), attempts = " + _DELIVERIES + "{ordered}"
     " WHERE id = %s AND status NOT IN ('succeeded', 'failed')"
     " RETURNING user_id, type, created_at, started_at, attempts, seq"
 )
 
 
-def _with_seq(sql: str) -> str:
-    return sql.replace("{seq}", _NEXT_SEQ[is_postgres()])
+def _finish_sql() -> str:
+    postgres = is_postgres()
+    return _FINISH.replace("{seq}", _NEXT_SEQ[postgres]).replace("{ordered}",
+                                                                 _ORDERED[postgres])
 
 
 def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job | None:
@@ -231,9 +247,10 @@ def finish_job(
     caller rolls back: the events with the rest).
     """
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
+    key = Job.id.db_value(job_id)
     params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
-              started, delivery, delivery, Job.id.db_value(job_id))
-    sql = _with_seq(_FINISH)
+              started, delivery, delivery, *((key,) if is_postgres() else ()), key)
+    sql = _finish_sql()
     if outbox:
         written, more = insert_events(outbox, now)
         if is_postgres():  # both in one round trip (the cursor holds the last's rows)

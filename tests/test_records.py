@@ -131,3 +131,71 @@ def test_periodic_slot_is_claimed_once(clean_db, clock):
         assert sweeps.claim_slot("jobs.resend", 105, clock.now())
     clock.advance(days=2)
     assert sweeps.prune_runs(clock.now() - timedelta(days=1)) == 2
+
+
+def test_a_reader_resuming_after_the_highest_id_it_saw_misses_no_finished_job(
+        uid, clock, clean_db):
+    # Given job A finished in a transaction that has not committed yet, and job B of the
+    # same user finishing in another one meanwhile
+    a, _ = records.record_job(uid, "points.charge", {"amount": 1}, None, clock.now())
+    b, _ = records.record_job(uid, "points.charge", {"amount": 2}, None, clock.now())
+    a_open, a_commit, b_done = threading.Event(), threading.Event(), threading.Event()
+
+    def finish(job, opened: threading.Event | None, commit: threading.Event | None) -> None:
+        with clean_db.connection_context(), clean_db.atomic():
+            assert records.finish_job(job.id, clock.now(), result={})
+            if opened is not None:
+                opened.set()
+                commit.wait(10)
+
+    first = threading.Thread(target=finish, args=(a, a_open, a_commit))
+    first.start()
+    assert a_open.wait(10)
+    second = threading.Thread(target=lambda: (finish(b, None, None), b_done.set()))
+    second.start()
+    b_done.wait(0.5)  # (B commits now if nothing orders it behind A)
+    # When a reader reads what changed, then resumes after the highest id it saw once A
+    # has committed too
+    with clean_db.connection_context():
+        seen = records.changed_since(uid, 0)
+    a_commit.set()
+    first.join(10)
+    second.join(10)
+    with clean_db.connection_context():
+        highest = max((job.seq for job in seen), default=0)
+        seen += records.changed_since(uid, highest)
+    # Then it has seen both finished: a finish's id is taken in its user's commit order
+    assert {job.id for job in seen if job.status == "succeeded"} == {a.id, b.id}
+
+
+def test_a_tailing_reader_sees_every_job_of_a_user_finished_from_eight_threads(
+        uid, clock, clean_db):
+    jobs = [records.record_job(uid, "points.charge", {"amount": n}, None, clock.now())[0]
+            for n in range(1, 241)]
+    work = iter(jobs)
+    lock = threading.Lock()
+
+    def finisher() -> None:
+        while True:
+            with lock:
+                job = next(work, None)
+            if job is None:
+                return
+            with clean_db.connection_context(), clean_db.atomic():
+                records.finish_job(job.id, clock.now(), result={})
+
+    threads = [threading.Thread(target=finisher) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    seen: set = set()
+    highest = 0
+    with clean_db.connection_context():
+        while any(t.is_alive() for t in threads) or len(seen) < len(jobs):
+            batch = records.changed_since(uid, highest)
+            seen |= {job.id for job in batch if job.status == "succeeded"}
+            highest = max([highest, *(job.seq for job in batch)])
+            if not any(t.is_alive() for t in threads):
+                break
+    for thread in threads:
+        thread.join()
+    assert seen == {job.id for job in jobs}
