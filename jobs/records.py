@@ -188,12 +188,8 @@ _FINISH = (
     " WHERE id = %s AND status NOT IN ('succeeded', 'failed')"
     " RETURNING user_id, type, created_at, started_at, attempts, seq"
 )
-
-
-def _finish_sql() -> str:
-    postgres = is_postgres()
-    return _FINISH.replace("{seq}", _NEXT_SEQ[postgres]).replace("{ordered}",
-                                                                 _ORDERED[postgres])
+_FINISH_SQL = {postgres: _FINISH.replace("{seq}", _NEXT_SEQ[postgres])
+               .replace("{ordered}", _ORDERED[postgres]) for postgres in (True, False)}
 
 
 def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job | None:
@@ -247,13 +243,13 @@ def finish_job(
     caller rolls back: the events with the rest).
     """
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
-    key = Job.id.db_value(job_id)
+    key, postgres = Job.id.db_value(job_id), is_postgres()
     params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
-              started, delivery, delivery, *((key,) if is_postgres() else ()), key)
-    sql = _finish_sql()
+              started, delivery, delivery, *((key,) if postgres else ()), key)
+    sql = _FINISH_SQL[postgres]
     if outbox:
         written, more = insert_events(outbox, now)
-        if is_postgres():  # both in one round trip (the cursor holds the last's rows)
+        if postgres:  # both in one round trip (the cursor holds the last's rows)
             sql = f"{prepared(written, len(more))}; {prepared(sql, len(params))}"
             params = more + params
         else:

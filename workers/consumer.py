@@ -421,10 +421,6 @@ class WorkQueue:
             self.unfinished_tasks += 1
         self._items.put(item)
 
-    def put_nowait(self, item: object) -> None:
-        """:meth:`put`."""
-        self.put(item)
-
     def get(self, block: bool = True, timeout: float | None = None) -> object:
         """The next item; ``queue.Empty`` after ``timeout`` seconds without one."""
         return self._items.get(block, timeout)
@@ -445,14 +441,6 @@ class WorkQueue:
         with self._done:
             while self.unfinished_tasks > 0:
                 self._done.wait()
-
-    def qsize(self) -> int:
-        """Items waiting to be taken."""
-        return self._items.qsize()
-
-    def empty(self) -> bool:
-        """Whether no item waits."""
-        return self._items.empty()
 
 
 class FastHandOff(Middleware):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from jobs.clock import from_unix, unix
 
 _JOIN = """
 if ARGV[8] == '0' and redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then
@@ -111,12 +113,12 @@ return 1
 
 def millis(now: datetime) -> int:
     """Naive-UTC datetime to unix milliseconds."""
-    return int(now.replace(tzinfo=UTC).timestamp() * 1000)
+    return int(unix(now) * 1000)
 
 
 def from_millis(ms: Any) -> datetime:
     """Unix milliseconds to naive UTC."""
-    return datetime.fromtimestamp(int(float(ms)) / 1000, UTC).replace(tzinfo=None)
+    return from_unix(int(float(ms)) / 1000)
 
 
 def _text(value: Any) -> Any:
