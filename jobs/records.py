@@ -190,6 +190,14 @@ _FINISH = (
 )
 _FINISH_SQL = {postgres: _FINISH.replace("{seq}", _NEXT_SEQ[postgres])
                .replace("{ordered}", _ORDERED[postgres]) for postgres in (True, False)}
+# The finish that carries its transaction's COMMIT (PostgreSQL): a job that is already
+# terminal must stop the COMMIT, so the finish fails then (1 / 0, division_by_zero) and
+# nothing after it in the round trip runs; what it returned is read back after the COMMIT
+# (the row is terminal by then: nothing else changes those columns).
+_FINISH_CHECKED = f"WITH finished AS ({_FINISH_SQL[True]}) SELECT 1 / count(*) FROM finished"
+_FINISH_READ = ("SELECT user_id, type, created_at, started_at, attempts, seq FROM jobs"
+                " WHERE id = %s")
+_ALREADY_TERMINAL = "22012"  # division_by_zero: only the checked finish divides
 
 
 def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job | None:
@@ -233,6 +241,7 @@ def finish_job(
     delivery: int = 0,
     started: datetime | None = None,
     outbox: list[tuple[str, dict]] = (),
+    commit: bool = False,
 ) -> Job | None:
     """Make a job terminal (succeeded with ``result`` or failed with ``error``), once,
     counting at least ``delivery`` deliveries (and, if its start was rolled back with
@@ -241,26 +250,53 @@ def finish_job(
     ``outbox`` events (``(topic, payload)``, emitted by the job's handler) are written
     with the finish. Returns the terminal job, or None if it already was terminal (the
     caller rolls back: the events with the rest).
+
+    With ``commit`` (nothing follows the finish in its transaction), on PostgreSQL and
+    outside any enclosing transaction or savepoint, the transaction's COMMIT goes in the
+    same round trip, only if the job was not terminal yet; otherwise the caller's
+    ``atomic()`` block commits as usual.
     """
     status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
     key, postgres = Job.id.db_value(job_id), is_postgres()
     params = (str(status), Job.result.db_value(result), Job.error.db_value(error), now,
               started, delivery, delivery, *((key,) if postgres else ()), key)
-    sql = _FINISH_SQL[postgres]
+    arity, statements = len(params), []
     if outbox:
         written, more = insert_events(outbox, now)
-        if postgres:  # both in one round trip (the cursor holds the last's rows)
-            sql = f"{prepared(written, len(more))}; {prepared(sql, len(params))}"
+        if postgres:  # in the finish's round trip
+            statements.append(prepared(written, len(more)))
             params = more + params
         else:
             execute(written, more)
-    row = execute(sql, params, prepare=not outbox).fetchone()
+    if postgres and commit and database.in_outermost_transaction():
+        row = _finish_committing(statements, params, arity, key)
+    elif statements:  # (the cursor holds the last statement's rows)
+        statements.append(prepared(_FINISH_SQL[postgres], arity))
+        row = execute("; ".join(statements), params).fetchone()
+    else:
+        row = execute(_FINISH_SQL[postgres], params, prepare=True).fetchone()
     if row is None:
         return None
     return Job(id=Job.id.python_value(job_id), user=row[0], type=row[1], status=status,
                result=result, error=error, created_at=Job.created_at.python_value(row[2]),
                started_at=Job.started_at.python_value(row[3]), finished_at=now,
                attempts=row[4], seq=row[5])
+
+
+def _finish_committing(statements: list[str], params: tuple, arity: int,
+                       key: Any) -> tuple | None:
+    """``statements``, the checked finish (its ``arity`` parameters last in ``params``),
+    COMMIT and the read-back in one round trip; the finish's row, or None (nothing
+    committed) if the job was already terminal."""
+    finish = prepared(_FINISH_CHECKED, arity)
+    try:
+        cursor = database.commit_with("; ".join([*statements, finish]), (*params, key),
+                                      after=prepared(_FINISH_READ, 1))
+    except peewee.DataError as e:
+        if getattr(getattr(e, "orig", None), "pgcode", None) == _ALREADY_TERMINAL:
+            return None
+        raise
+    return cursor.fetchone()
 
 
 def changed_since(user_id: int, after: int, limit: int = 1000) -> list[Job]:

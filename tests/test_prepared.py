@@ -1,5 +1,6 @@
 """Prepared hot statements: prepared once per connection, right after a rollback or a
-reconnect, and off when ``DATABASE_URL`` says so."""
+reconnect, and off when ``DATABASE_URL`` says so. Transactions whose first statement
+carries BEGIN and whose last may carry COMMIT."""
 
 from __future__ import annotations
 
@@ -95,3 +96,69 @@ def test_a_connection_holds_a_bounded_number_of_statements(database, monkeypatch
         for n in range(5):
             assert execute(f"SELECT %s::int + {n}", (1,), prepare=True).fetchone()[0] == 1 + n
         assert len([n for n in server_statements(database) if n.startswith("bz_")]) == 3
+
+
+# -- the transaction's first statement carries BEGIN, its last may carry COMMIT --------------
+
+
+SCRATCH = "DROP TABLE IF EXISTS t; CREATE TEMP TABLE t (n int)"  # (per pooled connection)
+
+
+def round_trips(database, monkeypatch) -> list[str]:
+    """Every SQL string sent to the server from now on (one per round trip)."""
+    sent: list[str] = []
+    cursor_class = psycopg2.extensions.cursor
+
+    class Counting(cursor_class):
+        def execute(self, sql, params=None):
+            sent.append(sql)
+            return super().execute(sql, params)
+
+    monkeypatch.setattr(type(database), "cursor",
+                        lambda self, *a, **k: self.connection().cursor(cursor_factory=Counting))
+    return sent
+
+
+def test_a_transaction_of_two_statements_takes_two_round_trips(database, clean_db,
+                                                                monkeypatch) -> None:
+    with database.connection_context():
+        database.execute_sql(SCRATCH)
+        sent = round_trips(database, monkeypatch)
+        with database.atomic():
+            database.execute_sql("INSERT INTO t VALUES (1)")
+            cursor = database.commit_with("INSERT INTO t VALUES (2)", (),
+                                          after="SELECT count(*) FROM t")
+            assert cursor.fetchone() == (2,)
+        assert sent == ["BEGIN; INSERT INTO t VALUES (1)",
+                        "INSERT INTO t VALUES (2); COMMIT; SELECT count(*) FROM t"]
+    with database.connection_context():
+        assert database.execute_sql("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_a_failing_last_statement_commits_nothing(database, clean_db) -> None:
+    with database.connection_context():
+        database.execute_sql(SCRATCH)
+        with pytest.raises(peewee.DataError), database.atomic():
+            database.execute_sql("INSERT INTO t VALUES (1)")
+            database.commit_with("SELECT 1 / 0", (), after="SELECT 1")
+        assert database.execute_sql("SELECT count(*) FROM t").fetchone() == (0,)
+        with database.atomic():  # the connection is clean again
+            database.execute_sql("INSERT INTO t VALUES (2)")
+        assert database.execute_sql("SELECT count(*) FROM t").fetchone() == (1,)
+
+
+def test_only_the_outermost_transaction_commits_with_a_statement(database, clean_db) -> None:
+    with (database.connection_context(), pytest.raises(RuntimeError), database.atomic(),
+          database.atomic()):
+        database.commit_with("SELECT 1", ())
+
+
+def test_inside_a_savepoint_the_transaction_is_not_the_outermost(database, clean_db) -> None:
+    with database.connection_context(), database.atomic():
+        assert database.in_outermost_transaction()
+        with database.atomic():
+            assert not database.in_outermost_transaction()
+        assert database.in_outermost_transaction()
+        with pytest.raises(ZeroDivisionError), database.atomic():
+            raise ZeroDivisionError
+        assert database.in_outermost_transaction()

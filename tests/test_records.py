@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from db.models import Job
-from jobs import records, sweeps, users
+from db.models import Job, PointWallet
+from jobs import points, records, sweeps, users
 from jobs.errors import DomainError
 
 
@@ -181,8 +181,8 @@ def test_a_tailing_reader_sees_every_job_of_a_user_finished_from_eight_threads(
                 job = next(work, None)
             if job is None:
                 return
-            with clean_db.connection_context(), clean_db.atomic():
-                records.finish_job(job.id, clock.now(), result={})
+            with clean_db.connection_context(), clean_db.atomic():  # (half commit with it)
+                records.finish_job(job.id, clock.now(), result={}, commit=job.payload["amount"] % 2)
 
     threads = [threading.Thread(target=finisher) for _ in range(8)]
     for thread in threads:
@@ -190,12 +190,61 @@ def test_a_tailing_reader_sees_every_job_of_a_user_finished_from_eight_threads(
     seen: set = set()
     highest = 0
     with clean_db.connection_context():
-        while any(t.is_alive() for t in threads) or len(seen) < len(jobs):
+        while True:
+            finished = not any(t.is_alive() for t in threads)  # (then this read is the last)
             batch = records.changed_since(uid, highest)
             seen |= {job.id for job in batch if job.status == "succeeded"}
             highest = max([highest, *(job.seq for job in batch)])
-            if not any(t.is_alive() for t in threads):
+            if finished:
                 break
     for thread in threads:
         thread.join()
     assert seen == {job.id for job in jobs}
+
+
+# -- the finish that carries its transaction's COMMIT (PostgreSQL) ---------------------------
+
+
+def balance(uid: int) -> int:
+    return PointWallet.get_by_id(uid).balance
+
+
+def test_a_finish_that_commits_keeps_the_effect_and_returns_the_finished_job(uid, clock,
+                                                                             clean_db):
+    job, _ = records.record_job(uid, "points.charge", {"amount": 5}, None, clock.now())
+    with clean_db.connection_context(), clean_db.atomic():
+        points.charge(uid, 5, f"job:{job.id}", clock.now())
+        finished = records.finish_job(job.id, clock.now(), result={"balance": 5}, delivery=2,
+                                      outbox=[("points.charged", {"user_id": uid})],
+                                      commit=True)
+    stored = Job.get_by_id(job.id)
+    assert (finished.status, finished.attempts, finished.seq) == ("succeeded", 2, stored.seq)
+    assert finished.user_id == uid and finished.created_at == stored.created_at
+    assert stored.status == "succeeded" and balance(uid) == 5
+
+
+def test_a_finish_that_would_commit_an_already_terminal_job_commits_nothing(uid, clock,
+                                                                           clean_db):
+    job, _ = records.record_job(uid, "points.charge", {"amount": 5}, None, clock.now())
+    with clean_db.connection_context(), clean_db.atomic():
+        assert records.finish_job(job.id, clock.now(), result={"balance": 0}, commit=True)
+    # A second delivery applies its effect, then finds the job terminal
+    with clean_db.connection_context(), clean_db.atomic() as transaction:
+        points.charge(uid, 5, f"job:{job.id}", clock.now())
+        assert records.finish_job(job.id, clock.now(), result={"balance": 5},
+                                  outbox=[("points.charged", {"user_id": uid})],
+                                  commit=True) is None
+        transaction.rollback()
+    assert balance(uid) == 0
+    assert Job.get_by_id(job.id).result == {"balance": 0}
+
+
+def test_a_finish_inside_an_enclosing_transaction_leaves_the_commit_to_it(uid, clock,
+                                                                          clean_db):
+    job, _ = records.record_job(uid, "points.charge", {"amount": 5}, None, clock.now())
+    with (clean_db.connection_context(), pytest.raises(ZeroDivisionError), clean_db.atomic(),
+          clean_db.atomic()):
+        points.charge(uid, 5, f"job:{job.id}", clock.now())
+        assert records.finish_job(job.id, clock.now(), result={}, commit=True)
+        raise ZeroDivisionError  # the enclosing transaction rolls back: all of it
+    assert balance(uid) == 0 and Job.get_by_id(job.id).status == "queued"

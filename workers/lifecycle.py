@@ -127,7 +127,9 @@ def execute_job(job_id: str, command: Command | None = None, *, job_type: str | 
                     result = command.handler(ctx, payload)
                     finished = records.finish_job(job_id, rt.clock.now(), result=result,
                                                   delivery=job.attempts, started=job.started_at,
-                                                  outbox=ctx.outbox)
+                                                  outbox=ctx.outbox, commit=True)
+                    # (on PostgreSQL the finish carried the COMMIT, unless it found the
+                    # job terminal: then nothing was committed and this rolls it back)
                     if finished is None:  # another delivery finished it: undo this one
                         transaction.rollback()
         except _GiveUp as reason:
