@@ -78,7 +78,7 @@ class InProcessStack:
         """Dramatiq worker threads on the stack's broker."""
         worker = dramatiq.Worker(self.runtime.broker, worker_threads=processes * threads,
                                  worker_timeout=50)
-        worker.start()
+        bootstrap.start_worker(worker)  # (a stop right after a bare start can hang)
         self.procs[name] = worker
 
     def kill(self, name: str, sig: int = 0) -> None:

@@ -60,7 +60,7 @@ def _serve(settings: Settings, sock: socket.socket, worker_threads: int) -> int:
     with rt.database.connection_context():
         demo = load_demo_data(lambda p: hash_password(p, settings.scrypt_n), rt.clock.now())
     worker = dramatiq.Worker(rt.broker, worker_threads=worker_threads, worker_timeout=100)
-    worker.start()
+    bootstrap.start_worker(worker)
     stop = threading.Event()
     scheduler = DramatiqScheduler(sync_client, rt.broker, settings.redis_prefix,
                                   settings.scheduler_tick)

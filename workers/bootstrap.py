@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import time
 from typing import Any
 
+import dramatiq
 import redis
 
 from db.connection import connect_database
@@ -73,3 +75,19 @@ def calm_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+def start_worker(worker: dramatiq.Worker, timeout: float = 10.0) -> None:
+    """Start an in-process Dramatiq ``worker`` and return once all its threads run.
+
+    Each of Dramatiq's threads sets its ``running`` flag only when it begins. A ``stop``
+    that came sooner would be undone, and the worker's ``stop`` would then wait ten
+    minutes for that thread.
+    """
+    worker.start()
+    threads = [*worker.workers, *worker.consumers.values()]
+    deadline = time.monotonic() + timeout
+    while not all(thread.running for thread in threads):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker's threads did not start")
+        time.sleep(0.001)
