@@ -41,6 +41,15 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _matches(column: peewee.Node, pattern: str) -> peewee.Node:
+    r"""``column`` contains ``pattern`` (from ``_like``), ignoring case. PostgreSQL's ILIKE
+    takes the backslash as its escape; SQLite's LIKE (which ignores ASCII case) must be
+    told, or ``\%`` would look for a backslash."""
+    if is_postgres():
+        return column ** pattern
+    return peewee.NodeList((column, peewee.SQL("LIKE"), pattern, peewee.SQL("ESCAPE '\\'")))
+
+
 def _filtered(query: peewee.Select, status: str | None, job_type: str | None,
               code: str | None, text: str | None) -> peewee.Select:
     if status:
@@ -54,8 +63,9 @@ def _filtered(query: peewee.Select, status: str | None, job_type: str | None,
             query = query.where(Job.id == uuid.UUID(text))
         except ValueError:
             pattern = _like(text)
-            query = query.where((Job.type ** pattern) | (Job.payload.cast("text") ** pattern)
-                                | (Job.error.cast("text") ** pattern))
+            query = query.where(_matches(Job.type, pattern)
+                                | _matches(Job.payload.cast("text"), pattern)
+                                | _matches(Job.error.cast("text"), pattern))
     return query
 
 
