@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 
+import peewee
 import pytest
 
 from db.models import Job, PointWallet
@@ -248,3 +250,17 @@ def test_a_finish_inside_an_enclosing_transaction_leaves_the_commit_to_it(uid, c
         assert records.finish_job(job.id, clock.now(), result={}, commit=True)
         raise ZeroDivisionError  # the enclosing transaction rolls back: all of it
     assert balance(uid) == 0 and Job.get_by_id(job.id).status == "queued"
+
+
+def test_only_keyed_jobs_are_in_the_idempotency_index(uid, clock, clean_db):
+    # (most commands have no key: their rows cost that index nothing, on insert or finish)
+    (definition,) = clean_db.execute_sql(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_user_id_idempotency_key_set'"
+    ).fetchone()
+    assert "UNIQUE" in definition and "WHERE (idempotency_key IS NOT NULL)" in definition
+    keyless = records.record_jobs([(uuid.uuid4(), uid, "points.charge", {"amount": n}, None)
+                                   for n in range(1, 4)], clock.now())
+    records.record_job(uid, "points.charge", {"amount": 5}, "k1", clock.now())
+    with pytest.raises(peewee.IntegrityError), clean_db.atomic():  # the key stays unique
+        Job.update(idempotency_key="k1").where(Job.id == keyless[0].id).execute()
+    assert Job.select().where(Job.idempotency_key.is_null()).count() == 3

@@ -46,8 +46,7 @@ class Job(BaseModel):
 
     class Meta:
         table_name = "jobs"
-        indexes = (
-            (("user", "idempotency_key"), True),
+        indexes = (  # (user, idempotency_key) is unique where the key is set (0010)
             (("user", "created_at"), False),
             (("user", "seq"), False),
         )
