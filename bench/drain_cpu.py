@@ -4,11 +4,11 @@ Fills the queue through the door (wrk, 64 connections, ``--fill`` seconds), stop
 process, starts 2 worker processes x 8 threads, waits ``--settle`` seconds, then reads the
 CPU time of the worker processes, of every ``postgres`` process and of ``redis-server``
 from ``/proc`` before and after a ``--window`` of seconds, and the jobs finished in it.
-Prints jobs/s and milliseconds of CPU per job for each. ``--plain`` measures the plain
-reference build (``bench/plain_charge.py``) the same way (``--plain-consumer bazaar``: with
-Bazaar's Redis consumer instead of Dramatiq's); ``--no-prepare`` runs Bazaar
-with ``DATABASE_URL ...?prepared_statements=false``. (PostgreSQL and Redis are shared
-with whatever else runs on the machine: run it alone.)
+Prints jobs/s, milliseconds of CPU per job for each, and bytes of WAL per job.
+``--plain`` measures the plain reference build (``bench/plain_charge.py``) the same way
+(``--plain-consumer bazaar``: with Bazaar's Redis consumer instead of Dramatiq's);
+``--no-prepare`` runs Bazaar with ``DATABASE_URL ...?prepared_statements=false``.
+(PostgreSQL and Redis are shared with whatever else runs on the machine: run it alone.)
 
 ``--pairs N`` alternates Bazaar and plain N times, each in a scratch database of its
 own, and prints each pair's ratio and their median: on a machine whose speed drifts
@@ -48,6 +48,13 @@ def finished(database, plain: bool) -> int:
         return database.execute_sql(sql).fetchone()[0]
 
 
+def wal_position(database) -> int:
+    """Bytes of WAL the server has written so far (every database's: run it alone)."""
+    with database.connection_context():
+        return database.execute_sql(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0]
+
+
 def measure(args: argparse.Namespace, plain: bool) -> float | None:
     """Fill one build's queue, drain it, print one window's figures; its jobs/s (None if
     the queue ran dry inside the window)."""
@@ -67,10 +74,10 @@ def measure(args: argparse.Namespace, plain: bool) -> float | None:
             time.sleep(args.settle)
             session = stack.procs["worker"].pid
             before = (*cpu_by_group(session).values(), finished(database, plain),
-                      time.perf_counter())
+                      time.perf_counter(), wal_position(database))
             time.sleep(args.window)
             after = (*cpu_by_group(session).values(), finished(database, plain),
-                     time.perf_counter())
+                     time.perf_counter(), wal_position(database))
         finally:
             stack.stop()
             database.close_all()
@@ -82,7 +89,8 @@ def measure(args: argparse.Namespace, plain: bool) -> float | None:
     print(f"{build}: {accepted:,} queued at {accepted / took:,.0f}/s; mid-drain {jobs:,} jobs "
           f"in {seconds:.1f}s = {jobs / seconds:,.0f}/s")
     print(f"CPU per job: workers {per_job[0]:.3f} ms, PostgreSQL {per_job[1]:.3f} ms, "
-          f"Redis {per_job[2]:.3f} ms, total {sum(per_job):.3f} ms", flush=True)
+          f"Redis {per_job[2]:.3f} ms, total {sum(per_job):.3f} ms; "
+          f"WAL {(after[5] - before[5]) / max(jobs, 1):,.0f} bytes per job", flush=True)
     if after[3] >= accepted:
         print("NOT VALID: the queue ran dry inside the window (give --fill more seconds)")
         return None

@@ -191,7 +191,7 @@ def execute(sql: str, params: tuple = (), *, prepare: bool = False):
     return database.execute_sql(prepared(sql, len(params)) if prepare else sql, params)
 
 
-# connection -> {statement text: its prepared name}; a closed connection takes its
+# connection -> {statement text: the EXECUTE of it}; a closed connection takes its
 # statements with it (they live in the server's session), and so does its entry here.
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MAX_PREPARED = 64  # per connection: the hot path has a handful of fixed statements
@@ -205,13 +205,16 @@ def prepared(sql: str, arity: int) -> str:
 
     For statements sent together in one round trip (``"EXECUTE a(..); EXECUTE b(..)"``).
     """
-    if not (is_postgres() and database.obj.prepare):
+    db = database.obj
+    if not (isinstance(db, peewee.PostgresqlDatabase) and db.prepare):
         return sql
-    conn = database.connection()
-    names = _PREPARED.setdefault(conn, {})
-    name = names.get(sql)
-    if name is None:
-        if len(names) >= _MAX_PREPARED:
+    conn = db.connection()
+    statements = _PREPARED.get(conn)
+    if statements is None:
+        statements = _PREPARED.setdefault(conn, {})
+    text = statements.get(sql)
+    if text is None:
+        if len(statements) >= _MAX_PREPARED:
             return sql
         numbers = iter(range(1, arity + 1))
         # (the PREPARE is sent through psycopg2's formatting too: "%%" stays "%%")
@@ -219,6 +222,7 @@ def prepared(sql: str, arity: int) -> str:
         name = "bz_" + hashlib.blake2s(sql.encode(), digest_size=8).hexdigest()
         # A statement survives its transaction's rollback; it is recorded only once
         # the server has it, so a failed PREPARE is simply tried again next time.
-        database.execute_sql(f"PREPARE {name} AS {body}")
-        names[sql] = name
-    return f"EXECUTE {name} ({', '.join(['%s'] * arity)})" if arity else f"EXECUTE {name}"
+        db.execute_sql(f"PREPARE {name} AS {body}")
+        text = f"EXECUTE {name} ({', '.join(['%s'] * arity)})" if arity else f"EXECUTE {name}"
+        statements[sql] = text
+    return text

@@ -212,7 +212,7 @@ def start_job(job_id: uuid.UUID | str, now: datetime, delivery: int = 0) -> Job 
     row = execute(sql, (Job.id.db_value(job_id),), prepare=True).fetchone()
     if row is None:
         return None
-    return Job(
+    return Job.loaded(
         id=Job.id.python_value(row[0]),
         user=row[1],
         type=row[2],
@@ -228,8 +228,9 @@ def delivered_job(job_id: uuid.UUID | str, job_type: str, user_id: int,
                   payload: dict[str, Any], now: datetime, delivery: int) -> Job:
     """The job a message carried, as ``start_job`` would have read it (nothing is read or
     written: the finish checks that the job is still unfinished, and writes its start)."""
-    return Job(id=Job.id.python_value(job_id), user=user_id, type=job_type, payload=payload,
-               attempts=max(delivery, 1), started_at=now, status=JobStatus.RUNNING)
+    return Job.loaded(id=Job.id.python_value(job_id), user=user_id, type=job_type,
+                      payload=payload, attempts=max(delivery, 1), started_at=now,
+                      status=JobStatus.RUNNING)
 
 
 def finish_job(
@@ -277,10 +278,11 @@ def finish_job(
         row = execute(_FINISH_SQL[postgres], params, prepare=True).fetchone()
     if row is None:
         return None
-    return Job(id=Job.id.python_value(job_id), user=row[0], type=row[1], status=status,
-               result=result, error=error, created_at=Job.created_at.python_value(row[2]),
-               started_at=Job.started_at.python_value(row[3]), finished_at=now,
-               attempts=row[4], seq=row[5])
+    return Job.loaded(id=Job.id.python_value(job_id), user=row[0], type=row[1], status=status,
+                      result=result, error=error,
+                      created_at=Job.created_at.python_value(row[2]),
+                      started_at=Job.started_at.python_value(row[3]), finished_at=now,
+                      attempts=row[4], seq=row[5])
 
 
 def _finish_committing(statements: list[str], params: tuple, arity: int,

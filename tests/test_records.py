@@ -264,3 +264,16 @@ def test_only_keyed_jobs_are_in_the_idempotency_index(uid, clock, clean_db):
     with pytest.raises(peewee.IntegrityError), clean_db.atomic():  # the key stays unique
         Job.update(idempotency_key="k1").where(Job.id == keyless[0].id).execute()
     assert Job.select().where(Job.idempotency_key.is_null()).count() == 3
+
+
+def test_a_loaded_job_is_what_the_constructor_makes_of_the_same_values(uid, clock):
+    values = {"id": uuid.uuid4(), "user": uid, "type": "points.charge",
+              "status": "succeeded", "payload": {"amount": 5}, "result": {"balance": 5},
+              "created_at": clock.now(), "finished_at": clock.now(), "attempts": 2, "seq": 7}
+    loaded, built = Job.loaded(**values), Job(**values)
+    assert loaded.__data__ == built.__data__  # (the defaults too: sent, ...)
+    assert (loaded.user_id, loaded.seq, loaded.sent, loaded.error) == (uid, 7, False, None)
+    assert records.job_view(loaded) == records.job_view(built)
+    assert not loaded.is_dirty()
+    loaded.attempts = 3  # and it is a model like any other: it saves what changed
+    assert loaded.dirty_fields == [Job.attempts]

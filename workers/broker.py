@@ -13,12 +13,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.middleware import (
-    AgeLimit,
-    Callbacks,
     CurrentMessage,
-    Pipelines,
     Retries,
-    ShutdownNotifications,
     TimeLimit,
 )
 
@@ -75,12 +71,12 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     def retry_when(retries: int, error: BaseException) -> bool:
         return isinstance(error, TRANSIENT_ERRORS) or retries < max_retries
 
+    # Only the middleware Bazaar uses: Dramatiq's default list also has AgeLimit,
+    # ShutdownNotifications, Callbacks and Pipelines, which act only on options and
+    # actor flags Bazaar never sets, yet run on every message (before and after each:
+    # 13 -> 5 microseconds a message).
     middleware = [
-        AgeLimit(),
         TimeLimit(time_limit=120_000),
-        ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
         Retries(min_backoff=200, max_backoff=5_000, retry_when=retry_when),
         CurrentMessage(),
         FastHandOff(),

@@ -165,7 +165,7 @@ class Publisher:
                 batch.finished.append(job_id)
         if self._thread is None:
             self.flush()
-        else:
+        elif not self._wake.is_set():  # (setting it takes its lock and wakes the thread)
             self._wake.set()
 
     def start(self) -> None:

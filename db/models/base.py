@@ -28,3 +28,18 @@ class BaseModel(peewee.Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+    @classmethod
+    def loaded(cls, **values: Any) -> peewee.Model:
+        """An instance holding ``values`` (by field name, already in Python form: as read
+        back from its row), its defaults under them, nothing dirty: what the constructor
+        makes of them without passing each through its field's setter (a job's two
+        instances per delivery: 14 -> 3 microseconds).
+
+        Leans on peewee's instance layout (``__data__``, ``_dirty``, ``__rel__``);
+        ``tests/test_records.py`` checks it against the constructor."""
+        instance = cls.__new__(cls)
+        instance.__data__ = {**cls._meta.get_default_dict(), **values}
+        instance._dirty = set()
+        instance.__rel__ = {}
+        return instance
