@@ -100,9 +100,10 @@ def main() -> None:
                 with plain.cursor() as cursor:
                     cursor.execute(plain_charge.MOVE, (AMOUNT, user_id,
                                                        plain_charge.MAX_BALANCE - AMOUNT))
-                    balance = cursor.fetchone()[0]
-                    cursor.execute(plain_charge.LOG, (user_id, AMOUNT, balance,
-                                                      plain_charge.REF))
+                    moved = cursor.fetchone()
+                    if moved is not None:  # (past the balance cap: nothing to log)
+                        cursor.execute(plain_charge.LOG, (user_id, AMOUNT, moved[0],
+                                                          plain_charge.REF))
                 plain.commit()
 
         warm = min(200, args.jobs // 10)
