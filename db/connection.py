@@ -7,9 +7,11 @@ development default) uses WAL and immediate write transactions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -165,6 +167,24 @@ def connect_database(url: str, pool_size: int = 16) -> peewee.Database:
     db = make_database(url, pool_size)
     database.initialize(db)
     return db
+
+
+@contextlib.contextmanager
+def kept_connection(db: peewee.Database) -> Iterator[None]:
+    """A unit of work on the calling thread's connection, which stays open for the
+    thread's next one: a worker thread runs job after job without checking a connection
+    out of the pool and back in around each (two pool locks, the database's lock twice).
+
+    A connection that has failed (psycopg2 marks it ``closed`` as soon as an operation
+    on it fails) is given back first, and the pool drops it: the call that met the dead
+    connection failed as a transient fault, the next unit of work gets a fresh one.
+    """
+    if db.is_closed():
+        db.connect()
+    elif getattr(db.connection(), "closed", 0):
+        db.close()
+        db.connect()
+    yield
 
 
 def is_postgres(db: peewee.Database | peewee.DatabaseProxy = database) -> bool:

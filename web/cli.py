@@ -306,7 +306,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     argv = [
         sys.executable, "-m", "dramatiq", "workers.main",
         "--processes", os.environ.get("WORKER_PROCESSES", "2"),
-        "--threads", os.environ.get("WORKER_THREADS", "8"),
+        "--threads", str(settings.worker_threads),
     ]
     # How long an idle consumer may sleep between polls (Dramatiq's default is 1 s).
     os.environ.setdefault("dramatiq_worker_timeout", os.environ.get("WORKER_POLL_MS", "100"))

@@ -99,7 +99,7 @@ def execute_job(job_id: str, command: Command | None = None, *, job_type: str | 
         command = REGISTRY.commands.get(job_type)
     carried, payload = payload, None  # (``payload``: the decoded one, once it is)
     job = ctx = finished = None
-    with rt.database.connection_context():
+    with rt.connection():
         try:
             with rt.database.atomic() as transaction:
                 if (carried is not None and user_id is not None and command is not None
@@ -204,7 +204,7 @@ def react(events: list[Event], depth: int = 0) -> list[dict]:
         for reaction in REGISTRY.reactions.get(event.topic, ()):
             ctx = Context(now=rt.clock.now(), services=rt)
             try:
-                with rt.database.connection_context(), rt.database.atomic():
+                with rt.connection(), rt.database.atomic():
                     result = reaction(ctx, event)
             except Exception:  # each reaction's own retry story (leases, sweeps) covers it
                 log.exception("reaction failed", extra={"topic": event.topic})
@@ -239,7 +239,7 @@ def run_periodic(schedule_id: str, slot: int) -> dict | None:
         return None
     ctx = Context(now=rt.clock.now(), services=rt)
     try:
-        with rt.database.connection_context(), rt.database.atomic():
+        with rt.connection(), rt.database.atomic():
             if not sweeps.claim_slot(schedule_id, slot, ctx.now):
                 log.info("periodic slot already ran", extra=extra)
                 return None

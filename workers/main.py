@@ -14,5 +14,8 @@ if settings.embedded:
 configure_logging(settings.log_level)
 runtime = bootstrap.start(settings, redis.Redis.from_url(settings.redis_url))
 runtime.publisher.start()  # after-commit notices leave in batches, from their own thread
+# Each thread keeps its database connection between jobs, where the pool has one for
+# every thread (otherwise a thread past the pool's size would wait for one forever).
+runtime.keep_connections = settings.worker_threads <= settings.db_pool_size
 bootstrap.calm_garbage_collector()
 broker = runtime.broker

@@ -7,6 +7,7 @@ these adapters, and only from reactions or gates, never inside a transaction.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import dramatiq
 import peewee
 import redis
 
+from db.connection import kept_connection
 from db.settings import Settings
 from jobs.clock import Clock
 from workers.broker import BrokerEpoch, Sendable, send_jobs
@@ -40,6 +42,16 @@ class Runtime:
     best_sellers: BestSellerCache
     broker_epoch: BrokerEpoch
     config: dict[str, Any]  # each domain's settings, by domain name
+    # A worker process's threads keep their database connections from one job to the
+    # next (its pool serves only them); where web threads share the pool (the embedded
+    # process, the in-process test stack), each unit of work checks one out and back.
+    keep_connections: bool = False
+
+    def connection(self) -> AbstractContextManager:
+        """The connection a unit of work (a job, a reaction, a periodic run) runs on."""
+        if self.keep_connections:
+            return kept_connection(self.database)
+        return self.database.connection_context()
 
     def send_jobs(self, jobs: list[Sendable]) -> None:
         """Enqueue the messages of recorded jobs."""
