@@ -4,6 +4,7 @@ so a stop that came sooner was undone and ``Worker.stop`` waited ten minutes).""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import dramatiq
@@ -50,3 +51,29 @@ def test_a_bare_start_and_stop_leaves_a_thread_running(slow_threads) -> None:
         for thread in worker.workers:
             thread.stop()
             thread.join(2)
+
+
+def test_a_worker_thread_stuck_in_a_job_is_named_in_a_warning_not_waited_for(monkeypatch):
+    from types import SimpleNamespace
+
+    from tests import inprocess
+
+    broker = StubBroker()
+    release, started = threading.Event(), threading.Event()
+
+    @dramatiq.actor(broker=broker, actor_name="stuck_in_a_job")
+    def stuck_in_a_job() -> None:
+        started.set()
+        release.wait(30)
+
+    broker.declare_queue("default")
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    bootstrap.start_worker(worker)
+    stuck_in_a_job.send()
+    assert started.wait(5)
+    monkeypatch.setattr(inprocess, "STOP_SECONDS", 0.3)
+    t0 = time.monotonic()
+    with pytest.warns(UserWarning, match=r"(?s)1 worker thread\(s\) still running.*release\.wait"):
+        inprocess.InProcessStack.kill(SimpleNamespace(procs={"worker": worker}), "worker")
+    assert time.monotonic() - t0 < 5
+    release.set()
