@@ -98,10 +98,16 @@ class InProcessStack:
         stuck = [t for t in (*worker.workers, *worker.consumers.values()) if t.is_alive()]
         if stuck:
             frames = sys._current_frames()
-            stacks = "\n".join(f"{t.name}:\n" + "".join(traceback.format_stack(frames[t.ident]))
+            stacks = "\n".join(f"{t.name} (running={getattr(t, 'running', '?')}):\n"
+                               + "".join(traceback.format_stack(frames[t.ident]))
                                for t in stuck if t.ident in frames)
+            for thread in stuck:  # a second stop: does the thread leave then?
+                thread.stop()
+                thread.join(1)
+            left = sum(t.is_alive() for t in stuck)
             warnings.warn(f"{len(stuck)} worker thread(s) still running {STOP_SECONDS:.0f} s "
-                          f"after stop:\n{stacks}", stacklevel=2)
+                          f"after stop ({left} still after a second stop):\n{stacks}",
+                          stacklevel=2)
 
     def stop(self) -> None:
         """Stop the workers and the web app."""
