@@ -261,8 +261,13 @@ def test_200_bidders_at_once_leave_the_highest_maximum_leading_and_points_conser
     outcome = {u: Job.get_by_id(j) for u, j in jobs.items()}
     accepted = [u for u, j in outcome.items() if j.status == "succeeded"]
     assert {j.error["code"] for j in outcome.values() if j.status == "failed"} <= {"BID_TOO_LOW"}
-    assert len(accepted) >= 2
+    assert accepted
     check_auction(art, offers, accepted, bidders, 300_000)
+    # A refused bid was below the minimum when it ran, and the minimum only rises: it is
+    # below the final one. (How many are accepted depends on the commit order: when the
+    # highest opening bid commits first, it is the only one, and that is right.)
+    floor = auction.min_next_bid(START, Artwork.get_by_id(art).price)
+    assert all(offers[u][0] < floor for u in offers if u not in accepted)
 
 
 def check_auction(art: int, offers: dict[int, tuple[int, int]], accepted: list[int],
