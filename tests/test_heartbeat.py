@@ -24,6 +24,7 @@ from dramatiq.brokers.stub import StubBroker
 from scheduler.bridge import DramatiqScheduler
 from scheduler.schedule import schedule_table
 from scheduler.status import schedule_status
+from workers.broker import SWEEPS_QUEUE
 from workers.heartbeat import TTL_BEATS, Heartbeats, read_workers
 
 INTERVAL = 0.1  # seconds between beats in these tests
@@ -136,7 +137,9 @@ def test_schedule_status_names_the_active_scheduler_and_when_each_schedule_is_du
     # Given a scheduler that ticks, with the schedule registered
     prefix = f"{settings.redis_prefix}-sch-{uuid.uuid4().hex[:6]}"
     client = redis.Redis.from_url(settings.redis_url)
-    scheduler = DramatiqScheduler(client, StubBroker(), prefix, tick=0.1)
+    broker = StubBroker()
+    broker.declare_queue(SWEEPS_QUEUE)  # (a due schedule is sent there at once)
+    scheduler = DramatiqScheduler(client, broker, prefix, tick=0.1)
     table = schedule_table(settings)
     scheduler.register(table)
     assert status(settings.redis_url, prefix, settings)["active"] is None
