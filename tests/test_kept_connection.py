@@ -3,7 +3,7 @@ back one that failed: the next unit of work runs on a fresh connection."""
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import peewee
 import psycopg2
@@ -19,21 +19,9 @@ def backend(db) -> int:
 
 
 def in_a_thread(work):
-    """Run ``work`` on a fresh thread (a thread of its own: its own connection state)."""
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = work()
-        except BaseException as e:  # (handed back to the test)
-            out["error"] = e
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
+    """``work()`` on a fresh thread (its own connection state): its result, or its raise."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(work).result(timeout=30)
 
 
 def test_units_of_work_on_one_thread_share_its_connection(database):
