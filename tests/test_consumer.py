@@ -379,7 +379,7 @@ def test_the_work_queue_hands_each_item_to_exactly_one_thread_and_join_waits():
         while True:
             try:
                 item = work.get(timeout=0.2)
-            except stdqueue.Empty:
+            except stdqueue.Empty:  # (a wake-up)
                 return
             with lock:
                 taken.append(item)
@@ -391,6 +391,7 @@ def test_the_work_queue_hands_each_item_to_exactly_one_thread_and_join_waits():
         thread.start()
     work.join()  # returns only once every item is finished with
     assert len(taken) == 20_000 and work.unfinished_tasks == 0
+    work.wake(8)
     for thread in threads:
         thread.join()
     # Then each item reached exactly one thread, and one thread's items kept their order
@@ -399,6 +400,52 @@ def test_the_work_queue_hands_each_item_to_exactly_one_thread_and_join_waits():
     assert first == sorted(first)
     with pytest.raises(stdqueue.Empty):
         work.get_nowait()
+
+
+def test_a_worker_stops_at_once_whatever_its_threads_were_waiting_for():
+    """CPython's C ``SimpleQueue.get`` with a timeout can wait past its deadline until the
+    next put, when a getter wakes late and another took its item. With 8 worker threads
+    waiting 50 ms at a time, GIL contention and messages spaced around 50 ms, a worker
+    whose last message had come that way waited ten minutes in ``stop``."""
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker()
+    broker.add_middleware(FastHandOff())
+    ran: list[int] = []
+
+    @dramatiq.actor(broker=broker)
+    def work(n: int) -> None:
+        ran.append(sum(range(20_000)) and n)  # holds the GIL a moment
+
+    hogging = True
+
+    def hog() -> None:  # other threads of the process want the GIL too
+        while hogging:
+            sum(range(10_000))
+
+    hogs = [threading.Thread(target=hog) for _ in range(2)]
+    for thread in hogs:
+        thread.start()
+    stops: list[float] = []
+    try:
+        for round_ in range(2):
+            worker = dramatiq.Worker(broker, worker_threads=8, worker_timeout=50)
+            worker.start()
+            gaps = [0, 0.0001, 0.001, 0.01, 0.045, 0.049, 0.05, 0.051]
+            for n in range(40):
+                work.send(n)
+                time.sleep(gaps[n % len(gaps)])
+            until(lambda round_=round_: len(ran) == 40 * (round_ + 1), timeout=30)
+            time.sleep(0.3)  # no message comes now: every thread is waiting
+            started = time.monotonic()
+            worker.stop(timeout=3_000)
+            stops.append(time.monotonic() - started)
+            assert not [t for t in worker.workers if t.is_alive()], "a thread still waits"
+    finally:
+        hogging = False
+        for thread in hogs:
+            thread.join()
+    assert max(stops) < 2, stops
 
 
 def test_a_worker_on_the_broker_hands_messages_over_through_the_work_queue(space):

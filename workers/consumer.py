@@ -398,6 +398,9 @@ def _take(ids: deque[str]) -> list[str]:
         return taken
 
 
+_WAKE = object()  # a wake-up, not an item: the ``get`` that takes it raises ``queue.Empty``
+
+
 class WorkQueue:
     """The hand-off from a worker's consumer threads to its worker threads, in C.
 
@@ -407,6 +410,14 @@ class WorkQueue:
     which is what the priority queue gave here: no actor of ours sets a priority (the
     delay queues, ordered by eta, stay Dramatiq's). It keeps the ``task_done``/``join``
     accounting ``dramatiq.Worker.join`` waits on.
+
+    A ``get`` waits without a deadline, until an item or a wake-up (:meth:`wake`) comes.
+    CPython's C ``SimpleQueue.get`` with a timeout can miss its deadline: a getter woken
+    just after its deadline, whose item another getter took first, waits again with a
+    negative time left, which means until the next ``put``. Dramatiq's worker threads
+    wait 50 ms at a time to notice a stop, so when no message followed, one of them
+    stayed blocked and the worker's ``stop`` waited ten minutes for it.
+    :class:`FastHandOff` wakes every worker thread instead, once its stop flag is down.
     """
 
     def __init__(self) -> None:
@@ -422,12 +433,23 @@ class WorkQueue:
         self._items.put(item)
 
     def get(self, block: bool = True, timeout: float | None = None) -> object:
-        """The next item; ``queue.Empty`` after ``timeout`` seconds without one."""
-        return self._items.get(block, timeout)
+        """The next item, waiting for one if ``block`` (``timeout`` is not used: see the
+        class); ``queue.Empty`` for a wake-up, or at once if not ``block``."""
+        item = self._items.get(block)
+        if item is _WAKE:
+            raise queue.Empty
+        return item
 
     def get_nowait(self) -> object:
-        """The next item, or ``queue.Empty``."""
-        return self._items.get_nowait()
+        """The next item, or ``queue.Empty`` (wake-ups left over are skipped)."""
+        while (item := self._items.get_nowait()) is _WAKE:
+            pass
+        return item
+
+    def wake(self, getters: int) -> None:
+        """Wake ``getters`` waiting ``get`` calls: each raises ``queue.Empty``."""
+        for _ in range(getters):
+            self._items.put(_WAKE)
 
     def task_done(self) -> None:
         """One item taken off is finished with."""
@@ -444,8 +466,17 @@ class WorkQueue:
 
 
 class FastHandOff(Middleware):
-    """Gives every ``dramatiq.Worker`` a :class:`WorkQueue` before its threads start."""
+    """Gives every ``dramatiq.Worker`` a :class:`WorkQueue` before its threads start, and
+    wakes its worker threads when it stops."""
 
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Swap the work queue in while no thread holds the old one."""
         worker.work_queue = WorkQueue()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        """Put each worker thread's stop flag down (as the worker's ``stop`` does next),
+        then wake them all: each one waiting for an item takes a wake-up (or a message
+        still queued, which it runs) and then sees the flag."""
+        for thread in worker.workers:
+            thread.stop()
+        worker.work_queue.wake(len(worker.workers))
