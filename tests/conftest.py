@@ -137,7 +137,24 @@ def stack(process_env: dict[str, str]) -> Iterator[InProcessStack]:
 
 
 @pytest.fixture
-def rt(clean_db, settings, clock) -> Iterator:
+def no_waiting_rooms(settings) -> Iterator[None]:
+    """No waiting room before or after the test. Concert ids restart with the tables, and
+    the session's Redis prefix outlives them: a line left by an earlier test (in whatever
+    order the test processes take the modules) would be this test's line too."""
+    client = redis.Redis.from_url(settings.redis_url)
+
+    def drop() -> None:
+        for key in client.scan_iter(match=f"{settings.redis_prefix}:queue:*", count=1000):
+            client.delete(key)
+
+    drop()
+    yield
+    drop()
+    client.close()
+
+
+@pytest.fixture
+def rt(clean_db, no_waiting_rooms, settings, clock) -> Iterator:
     """The worker runtime on the session's database and Redis, with a stub broker."""
     import itertools
 
@@ -151,9 +168,6 @@ def rt(clean_db, settings, clock) -> Iterator:
     installed.slots = itertools.count(1)
     runtime.install(installed)
     yield installed
-    # Concert ids restart with the tables: no waiting room may outlive its test
-    for key in client.scan_iter(match=f"{settings.redis_prefix}:queue:*", count=1000):
-        client.delete(key)
     client.close()
 
 
@@ -164,4 +178,5 @@ def run_task(rt, task_id: str) -> dict:
     result = run_periodic(task_id, next(rt.slots))
     assert result is not None, f"{task_id} did not run"
     return result
+
 

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from db.connection import database
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -259,12 +261,21 @@ def assert_failed(job: dict, code: str) -> None:
 
 
 def run_together(*actions: Callable[[], None]) -> None:
-    """Start every action on its own thread at the same moment, and wait for all."""
+    """Start every action on its own thread at the same moment, and wait for all.
+
+    A thread that ends holding a pooled connection keeps it checked out for good, so each
+    thread gives back whatever connection its action left open (a later test's threads
+    would otherwise find the session's pool short).
+    """
     start = threading.Barrier(len(actions))
 
     def when_all_ready(action: Callable[[], None]) -> None:
-        start.wait(timeout=60)  # (one that never comes breaks the barrier for all)
-        action()
+        try:
+            start.wait(timeout=60)  # (one that never comes breaks the barrier for all)
+            action()
+        finally:
+            if database.obj is not None and not database.is_closed():
+                database.close()
 
     threads = [threading.Thread(target=when_all_ready, args=(a,)) for a in actions]
     for thread in threads:

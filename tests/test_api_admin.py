@@ -16,9 +16,11 @@ from jobs.platform import REGISTRY
 from tests.support import admin_token, run_together
 from tests.test_api_users import new_name
 
+# Fixed, so that every test process collects the same test ids.
+UNKNOWN_JOB = "5f0e4c1a-7d2b-4e8f-9a61-3c2d1b0a9e87"
 READS = ["/admin/queues", "/admin/stats", "/admin/jobs", "/admin/outbox", "/admin/workers",
          "/admin/schedules"]
-WRITES = [f"/admin/jobs/{uuid.uuid4()}/replay", "/admin/jobs/replay", "/admin/outbox/1/replay"]
+WRITES = [f"/admin/jobs/{UNKNOWN_JOB}/replay", "/admin/jobs/replay", "/admin/outbox/1/replay"]
 
 
 @pytest.fixture
@@ -171,7 +173,7 @@ def test_a_business_refusal_is_not_replayable(api, admin, user):
     assert not listed["replayable"]
 
 
-@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", "1"])
+@pytest.mark.parametrize("job_id", [UNKNOWN_JOB, "not-a-uuid", "1"])
 def test_replaying_an_unknown_job_is_404(api, admin, job_id):
     reply = api.post(f"/admin/jobs/{job_id}/replay", token=admin)
     assert (reply.status, reply.code) == (404, "JOB_NOT_FOUND")

@@ -38,7 +38,8 @@ def queue_tokens(api_base: str, tokens: list[str], concert_id: int) -> list[dict
     return [body for _, body in asyncio.run(post_many(api_base, requests, concurrency=100))]
 
 
-def test_1000_users_taking_tokens_at_once_over_http(process_env, database, settings):
+def test_1000_users_taking_tokens_at_once_over_http(process_env, database, settings,
+                                                  no_waiting_rooms):
     # Given a room with no free place, so everyone waits
     stack = Stack({**process_env, "QUEUE_ACTIVE_LIMIT": "0"})
     stack.start_web()

@@ -73,3 +73,15 @@ def test_the_lifecycle_runs_a_worker_threads_jobs_on_one_connection(rt, clock):
     assert [closed for closed, _ in seen] == [False] * 3  # kept open between jobs
     assert len({pid for _, pid in seen}) == 1
     assert points.balance(user)["balance"] == 15
+
+
+def test_threads_run_together_give_back_the_connections_they_opened(database):
+    from db.connection import database as bound
+    from tests.support import run_together
+
+    bound.initialize(database)  # (a stack of an earlier test may have bound another)
+    before = len(database._in_use)
+    # When 5 threads each run a query (peewee opens a connection on the thread's first)
+    run_together(*[lambda: backend(database) for _ in range(5)])
+    # Then none is still checked out: a thread that ends holding one keeps it for good
+    assert len(database._in_use) == before
