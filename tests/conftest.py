@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import peewee
 import psycopg2
 import pytest
 import redis
@@ -23,7 +24,7 @@ pytest_plugins = ["tests.browser"]  # the `browser` fixture
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-TABLES = ", ".join(model._meta.table_name for model in load_domains().models())
+MODELS = peewee.sort_models(load_domains().models())  # each after those it refers to
 
 
 def _admin():
@@ -102,12 +103,25 @@ def database(database_url: str):
     return connect_database(database_url, 24)
 
 
+@pytest.fixture(scope="session")
+def emptying(database) -> str:
+    """One query string that empties every table and restarts the sequences they own, as
+    ``TRUNCATE ... RESTART IDENTITY`` would: at a seventh of its time here (14 against 100
+    ms for 28 small tables: a truncation makes new files for each table and index)."""
+    deletes = [f'DELETE FROM "{model._meta.table_name}"' for model in reversed(MODELS)]
+    owned = database.execute_sql(
+        "SELECT s.oid::regclass::text FROM pg_class s JOIN pg_depend d ON d.objid = s.oid"
+        " WHERE s.relkind = 'S' AND d.deptype IN ('a', 'i') ORDER BY 1").fetchall()
+    restarts = [f"ALTER SEQUENCE {name} RESTART" for (name,) in owned]
+    return "; ".join(deletes + restarts)
+
+
 @pytest.fixture
-def clean_db(database) -> Iterator:
+def clean_db(database, emptying: str) -> Iterator:
     """An empty schema before and after the test."""
-    database.execute_sql(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    database.execute_sql(emptying)
     yield database
-    database.execute_sql(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    database.execute_sql(emptying)
 
 
 @pytest.fixture
