@@ -64,6 +64,7 @@ class Settings:
     secure_cookies: bool = True
     scrypt_n: int = 2**14
     db_pool_size: int = 16
+    worker_processes: int = 2  # ``bazaar worker``
     worker_threads: int = 8  # per worker process (``bazaar worker``)
     max_body_bytes: int = 64 * 1024
     client_timeout: int = 10  # seconds to send complete headers, or between body chunks
@@ -118,6 +119,7 @@ class Settings:
             secure_cookies=_bool(env, "SECURE_COOKIES", d.secure_cookies),
             scrypt_n=_int(env, "SCRYPT_N", d.scrypt_n),
             db_pool_size=_int(env, "DB_POOL_SIZE", d.db_pool_size),
+            worker_processes=_int(env, "WORKER_PROCESSES", d.worker_processes),
             worker_threads=_int(env, "WORKER_THREADS", d.worker_threads),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes),
             client_timeout=_int(env, "CLIENT_TIMEOUT", d.client_timeout),

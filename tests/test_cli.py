@@ -52,6 +52,13 @@ def test_production_mode_refuses_to_start_without_a_secret(process_env):
     assert "JWT_SECRET" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_a_worker_with_a_malformed_process_count_says_so_before_starting(process_env):
+    refused = bazaar({**process_env, "WORKER_PROCESSES": "two"}, "worker")
+    assert refused.returncode == 2
+    assert "WORKER_PROCESSES must be an integer" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_create_admin_reads_the_password_from_stdin_or_the_environment(process_env, clean_db):
     # When the password is piped in, or set in BAZAAR_ADMIN_PASSWORD
     piped = subprocess.run([sys.executable, "-m", "web.cli", "create-admin", "stdin_boss",

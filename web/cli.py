@@ -305,7 +305,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Run Dramatiq workers (``WORKER_PROCESSES`` x ``WORKER_THREADS``)."""
     argv = [
         sys.executable, "-m", "dramatiq", "workers.main",
-        "--processes", os.environ.get("WORKER_PROCESSES", "2"),
+        "--processes", str(settings.worker_processes),
         "--threads", str(settings.worker_threads),
     ]
     # How long an idle consumer may sleep between polls (Dramatiq's default is 1 s).
