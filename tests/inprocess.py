@@ -101,13 +101,8 @@ class InProcessStack:
             stacks = "\n".join(f"{t.name} (running={getattr(t, 'running', '?')}):\n"
                                + "".join(traceback.format_stack(frames[t.ident]))
                                for t in stuck if t.ident in frames)
-            for thread in stuck:  # a second stop: does the thread leave then?
-                thread.stop()
-                thread.join(1)
-            left = sum(t.is_alive() for t in stuck)
             warnings.warn(f"{len(stuck)} worker thread(s) still running {STOP_SECONDS:.0f} s "
-                          f"after stop ({left} still after a second stop):\n{stacks}",
-                          stacklevel=2)
+                          f"after stop:\n{stacks}", stacklevel=2)
 
     def stop(self) -> None:
         """Stop the workers and the web app."""
