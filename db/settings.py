@@ -29,6 +29,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _scrypt_cost(env: Mapping[str, str], default: int) -> int:
+    """``SCRYPT_N``: a power of two from 16 to 2**20 (scrypt refuses any other, and below 16
+    the memory it needs is past the cap the hash sets), so that a wrong value stops the
+    process at start-up instead of failing every sign-up."""
+    n = _int(env, "SCRYPT_N", default)
+    if not 16 <= n <= 2**20 or n & (n - 1):
+        raise SettingsError(f"SCRYPT_N must be a power of two from 16 to 1048576, got {n}")
+    return n
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -117,7 +127,7 @@ class Settings:
             access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", d.access_token_ttl),
             refresh_token_ttl=_int(env, "REFRESH_TOKEN_TTL", d.refresh_token_ttl),
             secure_cookies=_bool(env, "SECURE_COOKIES", d.secure_cookies),
-            scrypt_n=_int(env, "SCRYPT_N", d.scrypt_n),
+            scrypt_n=_scrypt_cost(env, d.scrypt_n),
             db_pool_size=_int(env, "DB_POOL_SIZE", d.db_pool_size),
             worker_processes=_int(env, "WORKER_PROCESSES", d.worker_processes),
             worker_threads=_int(env, "WORKER_THREADS", d.worker_threads),

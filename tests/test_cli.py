@@ -59,6 +59,16 @@ def test_a_worker_with_a_malformed_process_count_says_so_before_starting(process
     assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.parametrize("cost", ["2", "100", str(2**21)])
+def test_a_password_cost_scrypt_cannot_use_is_refused_at_start_up(process_env, cost):
+    # (2 needs more memory than the hash allows, 100 is no power of two, 2**21 is too big:
+    # each used to fail every sign-up with a 500)
+    refused = bazaar({**process_env, "SCRYPT_N": cost}, "migrate")
+    assert refused.returncode == 2
+    assert "SCRYPT_N must be a power of two" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_create_admin_reads_the_password_from_stdin_or_the_environment(process_env, clean_db):
     # When the password is piped in, or set in BAZAAR_ADMIN_PASSWORD
     piped = subprocess.run([sys.executable, "-m", "web.cli", "create-admin", "stdin_boss",

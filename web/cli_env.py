@@ -29,7 +29,7 @@ MEANINGS = {
                   "die with it)",
     "HOST": "address to listen on (default 0.0.0.0)",
     "PORT": "port to listen on (default 8000)",
-    "SCRYPT_N": "password hashing cost (default 16384)",
+    "SCRYPT_N": "password hashing cost: a power of two, 16 to 1048576 (default 16384)",
     "DB_POOL_SIZE": "database connections per process (default 16)",
     "LOG_LEVEL": "DEBUG, INFO (default), WARNING or ERROR; logs are JSON lines on stderr",
     "WORKER_PROCESSES": "worker processes (default 2)",
