@@ -19,14 +19,17 @@ class SettingsError(RuntimeError):
     """A required setting is missing or malformed."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
 def _scrypt_cost(env: Mapping[str, str], default: int) -> int:
@@ -44,9 +47,12 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise SettingsError(f"{name} must be a positive number, got {raw!r}")
+    return value
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -133,7 +139,7 @@ class Settings:
             worker_threads=_int(env, "WORKER_THREADS", d.worker_threads),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes),
             client_timeout=_int(env, "CLIENT_TIMEOUT", d.client_timeout),
-            port=_int(env, "PORT", d.port),
+            port=_int(env, "PORT", d.port, minimum=0),
             host=env.get("HOST") or d.host,
             sms_sender=env.get("SMS_SENDER") or d.sms_sender,
             phone_code_rate=_int(env, "PHONE_CODE_RATE", d.phone_code_rate),
@@ -144,8 +150,8 @@ class Settings:
                 env, "LOGIN_FAIL_LIMIT_ADDRESS", d.login_fail_limit_address
             ),
             login_fail_window=_int(env, "LOGIN_FAIL_WINDOW", d.login_fail_window),
-            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", d.trusted_proxy_hops),
-            job_max_retries=_int(env, "JOB_MAX_RETRIES", d.job_max_retries),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", d.trusted_proxy_hops, minimum=0),
+            job_max_retries=_int(env, "JOB_MAX_RETRIES", d.job_max_retries, minimum=0),
             job_max_deliveries=_int(env, "JOB_MAX_DELIVERIES", d.job_max_deliveries),
             broker_heartbeat_timeout_ms=_int(
                 env, "BROKER_HEARTBEAT_TIMEOUT_MS", d.broker_heartbeat_timeout_ms

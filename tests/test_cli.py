@@ -59,6 +59,20 @@ def test_a_worker_with_a_malformed_process_count_says_so_before_starting(process
     assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("DB_POOL_SIZE", "0", "DB_POOL_SIZE must be at least 1, got 0"),
+    ("WORKER_THREADS", "-3", "WORKER_THREADS must be at least 1, got -3"),
+    ("ACCESS_TOKEN_TTL", "0", "ACCESS_TOKEN_TTL must be at least 1, got 0"),
+    ("JOB_MAX_RETRIES", "-1", "JOB_MAX_RETRIES must be at least 0, got -1"),
+    ("HEARTBEAT_INTERVAL", "0", "HEARTBEAT_INTERVAL must be a positive number, got '0'"),
+    ("STALL_SECONDS", "nan", "STALL_SECONDS must be a positive number, got 'nan'"),
+])
+def test_a_count_or_a_time_out_of_range_is_refused_at_start_up(process_env, name, value, says):
+    refused = bazaar({**process_env, name: value}, "migrate")
+    assert refused.returncode == 2
+    assert says in refused.stderr and "Traceback" not in refused.stderr
+
+
 @pytest.mark.parametrize("cost", ["2", "100", str(2**21)])
 def test_a_password_cost_scrypt_cannot_use_is_refused_at_start_up(process_env, cost):
     # (2 needs more memory than the hash allows, 100 is no power of two, 2**21 is too big:
