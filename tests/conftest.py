@@ -192,5 +192,3 @@ def run_task(rt, task_id: str) -> dict:
     result = run_periodic(task_id, next(rt.slots))
     assert result is not None, f"{task_id} did not run"
     return result
-
-
