@@ -31,6 +31,7 @@ from db.models import Artwork, ArtworkEvent, Bid, Bidder, User
 from jobs import points
 from jobs.clock import iso
 from jobs.errors import DomainError, InvalidRequest
+from jobs.fields import Count, Positive
 from jobs.pagination import id_page
 from jobs.platform import Command, Context, Domain, Event, Periodic
 
@@ -51,9 +52,9 @@ class AuctionSettings(msgspec.Struct, frozen=True):
     seconds after the bid, never past the original end + ``auction_max_extension``.
     The sweep looks for due auctions every ``auction_close_interval`` seconds."""
 
-    auction_soft_close: int = 120
-    auction_max_extension: int = 3600
-    auction_close_interval: int = 1
+    auction_soft_close: Count = 120
+    auction_max_extension: Count = 3600
+    auction_close_interval: Positive = 1
 
 
 def increment(price: int) -> int:

@@ -21,6 +21,7 @@ from db.models.concerts import SEATS_PER_DATE
 from jobs import points
 from jobs.clock import iso
 from jobs.errors import DomainError
+from jobs.fields import Count, Positive
 from jobs.pagination import id_page
 from jobs.platform import Command, Context, Domain, Event, Periodic
 
@@ -177,12 +178,12 @@ class ConcertSettings(msgspec.Struct, frozen=True):
     a waiting token may go unpolled; the pace of promotion and hold expiry; and how many
     live holds a user may have per concert."""
 
-    queue_active_limit: int = 100
-    queue_active_ttl: int = 600
-    queue_idle_ttl: int = 120
-    queue_promote_interval: int = 1
-    hold_expiry_interval: int = 2
-    hold_limit: int = HOLD_LIMIT
+    queue_active_limit: Count = 100
+    queue_active_ttl: Positive = 600
+    queue_idle_ttl: Positive = 120
+    queue_promote_interval: Positive = 1
+    hold_expiry_interval: Positive = 2
+    hold_limit: Positive = HOLD_LIMIT
 
 
 class Reserve(msgspec.Struct, forbid_unknown_fields=True):

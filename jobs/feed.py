@@ -30,7 +30,7 @@ from db.connection import database, execute, for_update
 from db.models import Alarm, AlarmInbox, Comment, Post, PostLike, User
 from jobs.clock import iso
 from jobs.errors import DomainError
-from jobs.fields import Text
+from jobs.fields import Positive, Text
 from jobs.pagination import Id, Moment, id_page, keyset_page
 from jobs.platform import Command, Context, Domain, Event, Periodic
 
@@ -48,7 +48,7 @@ PostId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 class FeedSettings(msgspec.Struct, frozen=True):
     """How often the recount compares each post's counts with its rows (seconds)."""
 
-    feed_recount_interval: int = 300
+    feed_recount_interval: Positive = 300
 
 
 def _not_found() -> DomainError:

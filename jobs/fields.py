@@ -1,4 +1,5 @@
-"""Bounded field types shared by command payloads (here) and request bodies (``web``)."""
+"""Bounded field types shared by command payloads (here) and request bodies (``web``), and
+the bounds of the domains' settings."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ def Text(lo: int, hi: int, regex: str | None = None, description: str | None = N
 def Int(lo: int, hi: int) -> Any:
     """An integer in ``lo..hi`` (JSON booleans are not integers)."""
     return Annotated[int, msgspec.Meta(ge=lo, le=hi)]
+
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+"""A domain setting that must be at least 1: an interval, a time to live, a limit."""
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+"""A domain setting that may be 0."""
 
 
 def naive_utc(moment: datetime, field: str) -> datetime:

@@ -22,6 +22,7 @@ from db.models import (
 )
 from jobs import bestsellers, coupons, orders
 from jobs.errors import InvalidRequest
+from jobs.fields import Positive
 from jobs.platform import Command, Context, Domain, Event, Periodic
 
 Id = Annotated[int, msgspec.Meta(ge=1, le=2**53)]
@@ -32,8 +33,8 @@ MAX_LINES = 50
 class ShopSettings(msgspec.Struct, frozen=True):
     """How often unpaid orders expire and best sellers are recounted (seconds)."""
 
-    order_expiry_interval: int = 2
-    sales_interval: int = 60
+    order_expiry_interval: Positive = 2
+    sales_interval: Positive = 60
 
 
 class OrderLine(msgspec.Struct, forbid_unknown_fields=True):

@@ -14,6 +14,7 @@ import msgspec
 
 from db.models import Job, OutboxEvent, PeriodicRun
 from jobs import outbox, records, sweeps
+from jobs.fields import Positive
 from jobs.platform import Context, Domain, Event, Periodic
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,9 @@ log = logging.getLogger(__name__)
 class SystemSettings(msgspec.Struct, frozen=True):
     """The platform's sweeps (``RESEND_INTERVAL`` ...) and where paid orders go."""
 
-    resend_interval: int = 5
-    job_resend_after: int = 10
-    outbox_interval: int = 1
+    resend_interval: Positive = 5
+    job_resend_after: Positive = 10
+    outbox_interval: Positive = 1
     data_platform_url: str | None = None
 
 

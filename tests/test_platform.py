@@ -159,3 +159,13 @@ def test_each_domain_reads_its_own_settings_from_the_environment():
     assert registry.interval(registry.periodic["sales.aggregate"], settings) == 30
     with pytest.raises(ValueError, match="concerts"):
         registry.settings(Settings.from_env({"QUEUE_ACTIVE_LIMIT": "many"}))
+    # An interval, a time to live or a limit is at least 1; a count of places may be 0
+    assert registry.settings(Settings.from_env({"QUEUE_ACTIVE_LIMIT": "0"}))[
+        "concerts"].queue_active_limit == 0
+    for name, domain in (("SALES_INTERVAL", "shop"), ("QUEUE_IDLE_TTL", "concerts"),
+                         ("RESEND_INTERVAL", "system"), ("FEED_RECOUNT_INTERVAL", "feed"),
+                         ("AUCTION_CLOSE_INTERVAL", "auction"), ("HOLD_LIMIT", "concerts")):
+        with pytest.raises(ValueError, match=rf"settings of {domain}: .*>= 1"):
+            registry.settings(Settings.from_env({name: "0"}))
+    with pytest.raises(ValueError, match=r"auction: .*>= 0"):
+        registry.settings(Settings.from_env({"AUCTION_SOFT_CLOSE": "-1"}))
