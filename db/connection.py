@@ -230,8 +230,8 @@ def prepared(sql: str, arity: int) -> str:
         return sql
     conn = db.connection()
     statements = _PREPARED.get(conn)
-    if statements is None:
-        statements = _PREPARED.setdefault(conn, {})
+    if statements is None:  # (a connection is one thread's at a time)
+        statements = _PREPARED[conn] = {}
     text = statements.get(sql)
     if text is None:
         if len(statements) >= _MAX_PREPARED:

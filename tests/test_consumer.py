@@ -415,7 +415,8 @@ def test_a_worker_stops_at_once_whatever_its_threads_were_waiting_for():
 
     @dramatiq.actor(broker=broker)
     def work(n: int) -> None:
-        ran.append(sum(range(20_000)) and n)  # holds the GIL a moment
+        sum(range(20_000))  # holds the GIL a moment
+        ran.append(n)
 
     hogging = True
 
