@@ -4,8 +4,8 @@ Records ``--jobs`` point charges (200 users) in a scratch database, then runs ea
 one's message as a worker thread does once Dramatiq has handed it over: the command's
 actor inside the ``CurrentMessage`` middleware, the delivery already counted (as the
 broker's fetch counts it), the publisher's thread batching the notices. In the same
-process, alternating with it, the plain build's charge (``bench/plain_charge.py``'s two
-statements and COMMIT, with psycopg2) runs over the same users. Prints, per job, the
+process, alternating with it, the plain build's charge (``bench/plain_charge.py``'s actor:
+two statements and COMMIT, with psycopg2) runs over the same users. Prints, per job, the
 CPU time of the measuring thread and of the whole process (the publisher's thread
 too), and what one round trip to Redis and to PostgreSQL costs this process here.
 
@@ -68,6 +68,7 @@ def main() -> None:
     with scratch_env() as env:
         os.environ.setdefault("REDIS_URL", env["REDIS_URL"])  # (for the plain module)
         os.environ.setdefault("PLAIN_NAMESPACE", f"{env['REDIS_PREFIX']}-plain")
+        os.environ["DATABASE_URL"] = env["DATABASE_URL"]  # (its actor's connection)
         from bench import plain_charge  # (its broker reads the environment)
 
         settings = Settings.from_env(env)
@@ -97,14 +98,7 @@ def main() -> None:
 
         def plain_charges(part: list) -> None:
             for _, user_id, *_ in part:
-                with plain.cursor() as cursor:
-                    cursor.execute(plain_charge.MOVE, (AMOUNT, user_id,
-                                                       plain_charge.MAX_BALANCE - AMOUNT))
-                    moved = cursor.fetchone()
-                    if moved is not None:  # (past the balance cap: nothing to log)
-                        cursor.execute(plain_charge.LOG, (user_id, AMOUNT, moved[0],
-                                                          plain_charge.REF))
-                plain.commit()
+                plain_charge.charge.fn(user_id, AMOUNT)  # (the plain actor's own body)
 
         warm = min(200, args.jobs // 10)
         bazaar(messages[:warm])
