@@ -171,8 +171,8 @@ class JobGateway:
         Under a light load a command arriving while a batch is written waits for it and
         goes with the next arrivals as one batch: one commit, one enqueue and one wake-up
         of the workers for several commands, instead of one each (at 1,200 commands/s,
-        the steady latency's p99 fell from 33-182 to 23-28 ms). Under a heavy load the
-        batches overlap as before."""
+        in three alternating pairs, the steady latency's p99 went from 140 / 53 / 79 ms
+        to 26 / 15 / 37 ms). Under a heavy load the batches overlap as before."""
         in_flight: set[asyncio.Task] = set()
 
         def written(task: asyncio.Task) -> None:
