@@ -185,6 +185,14 @@ def server_latencies(database, since) -> tuple[list[float], list[float]]:
     return [float(r[0]) for r in rows], [float(r[1]) for r in rows]
 
 
+def door_batches(database, since) -> int:
+    """The door's group commits among the jobs recorded at or after ``since`` (the jobs
+    of one batch share their ``created_at``)."""
+    with database.connection_context():
+        return database.execute_sql("SELECT count(DISTINCT created_at) FROM jobs "
+                                    "WHERE created_at >= %s", (since,)).fetchone()[0]
+
+
 # -- one build's door and drain ------------------------------------------------------------
 
 
@@ -269,14 +277,21 @@ def run_bazaar(args: argparse.Namespace, env: dict[str, str],
         rate = args.rate or max(50.0, figures.drain / 2)
         since = utcnow()
         client_cpu = time.process_time()
+        web_cpu, worker_cpu = (session_cpu(stack.procs[name].pid) for name in ("web", "worker"))
         pacer = open_loop(base, tokens, rate, args.seconds)
         statuses, sent = dict(pacer.statuses), pacer.sent
         client_cpu = time.process_time() - client_cpu
         wait_drained(database, job_count(database))
+        web_cpu = session_cpu(stack.procs["web"].pid) - web_cpu
+        worker_cpu = session_cpu(stack.procs["worker"].pid) - worker_cpu
+        per = 1000 / max(1, sent)
         print(f"steady: {sent} charges at {rate:,.0f}/s for {args.seconds:.0f}s "
-              f"(statuses {statuses}; the load generator's CPU: "
-              f"{1000 * client_cpu / max(1, sent):.3f} ms per request)")
+              f"(statuses {statuses}); CPU per request: web {per * web_cpu:.3f} ms, "
+              f"workers {per * worker_cpu:.3f} ms, the load generator {per * client_cpu:.3f} ms")
         latencies, waits = map(sorted, server_latencies(database, since))
+        batches = door_batches(database, since)
+        print(f"  written in {batches} group commits, {len(latencies) / max(1, batches):.1f} "
+              "commands each")
         print("  " + latency_line("submit->terminal", latencies))
         print("  " + latency_line("  of which submit->started", waits))
         figures.steady_ms = (1000 * percentile(latencies, 50), 1000 * percentile(latencies, 99))
