@@ -55,8 +55,13 @@ def scratch_env(**overrides: str) -> Iterator[dict[str, str]]:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
         client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
+        delete_prefixed(client, prefix)
+
+
+def delete_prefixed(client: redis.Redis, prefix: str) -> None:
+    """Delete every Redis key that starts with ``prefix``."""
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

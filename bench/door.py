@@ -6,7 +6,8 @@ next, so this repeats only the accept phase: a fresh web process per run, the jo
 recorded deleted after each (and the table vacuumed). ``--prefill N`` first puts N
 finished jobs in the table, as a system that has run for a while has, for the door's
 cost on a large table. Each run prints its rate and percentiles, the number of group
-commits and the longest pauses between two of them.
+commits and the longest pauses between two of them; then the plain door
+(``bench/plain_charge.py``) runs the same load in the same round, for its figures.
 
     python -m bench.door [--rounds 5] [--seconds 8] [--prefill 2000000]
 """
@@ -19,8 +20,10 @@ import os
 import statistics
 import time
 
+import redis
+
 from bench.charge import wrk_loop, wrk_ms
-from bench.common import machine, scratch_env
+from bench.common import PlainStack, delete_prefixed, machine, scratch_env
 from bench.shop import insert_users, mint_tokens
 from db.connection import connect_database
 from tests.support import Stack
@@ -64,6 +67,24 @@ def batches(database) -> str:
             f"longest pauses between two: {', '.join(f'{g:.0f}' for g in gaps[:3])} ms")
 
 
+def door(stack: Stack, tokens: list[str], args: argparse.Namespace) -> tuple[float, dict, str]:
+    """One accept phase on a fresh web process of ``stack``: accepted/s, wrk's
+    percentiles, what went wrong."""
+    try:
+        stack.start_web()
+        accepted, seconds, pct, wrong = wrk_loop(stack.api.base, tokens, args.seconds,
+                                                 args.connections)
+    finally:
+        stack.stop()
+    return accepted / seconds, pct, wrong
+
+
+def line(label: str, rate: float, pct: dict, wrong: str) -> str:
+    """A run's figures, as printed."""
+    return (f"{label}: {rate:,.0f} accepted/s; 202 latency p50={pct.get('50')} "
+            f"p90={pct.get('90')} p99={pct.get('99')}" + (f"; {wrong}" if wrong else ""))
+
+
 def main() -> None:
     """Run the rounds and print each, then the p99s together."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -74,32 +95,33 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=0, help="finished jobs put in first")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    p99s = []
+    p99s: dict[str, list[float]] = {"Bazaar": [], "plain": []}
     with scratch_env(DB_POOL_SIZE="16") as env:
         database = connect_database(env["DATABASE_URL"], 2)
+        namespace = f"{env['REDIS_PREFIX']}-plain:dramatiq"  # under the scratch prefix
+        client = redis.Redis.from_url(env["REDIS_URL"])
         try:
             users = insert_users(database, "bench_", args.users, 0)
             tokens = mint_tokens(env, users)
             if args.prefill:
                 prefill(database, min(users), args.users, args.prefill)
             for n in range(args.rounds):
-                stack = Stack(env)
-                try:
-                    stack.start_web()
-                    accepted, seconds, pct, wrong = wrk_loop(stack.api.base, tokens,
-                                                             args.seconds, args.connections)
-                finally:
-                    stack.stop()
-                p99s.append(wrk_ms(pct.get("99")))
-                print(f"run {n + 1}: {accepted / seconds:,.0f} accepted/s; 202 latency "
-                      f"p50={pct.get('50')} p90={pct.get('90')} p99={pct.get('99')}"
-                      + (f"; {wrong}" if wrong else ""))
+                rate, pct, wrong = door(Stack(env), tokens, args)
+                p99s["Bazaar"].append(wrk_ms(pct.get("99")))
+                print(line(f"run {n + 1}, Bazaar", rate, pct, wrong))
                 print("  " + batches(database))
+                rate, pct, wrong = door(PlainStack({**env, "PLAIN_NAMESPACE": namespace}),
+                                        tokens, args)
+                p99s["plain"].append(wrk_ms(pct.get("99")))
+                print(line(f"run {n + 1}, plain ", rate, pct, wrong))
+                delete_prefixed(client, namespace)  # (its queued messages)
         finally:
             database.close_all()
-    within = sum(p <= 25 for p in p99s)
-    print(f"p99s: {' / '.join(f'{p:.1f}' for p in p99s)} ms; median "
-          f"{statistics.median(p99s):.1f} ms; {within} of {len(p99s)} within 25 ms")
+            client.close()
+    for build, values in p99s.items():
+        print(f"{build} p99s: {' / '.join(f'{p:.1f}' for p in values)} ms; median "
+              f"{statistics.median(values):.1f} ms; {sum(p <= 25 for p in values)} of "
+              f"{len(values)} within 25 ms")
 
 
 if __name__ == "__main__":
