@@ -101,7 +101,7 @@ def is_replayable(job: Job) -> bool:
 
 
 def _replay_row(job: Job, now: datetime) -> dict:
-    return {"id": uuid.uuid4(), "user": job.user_id, "type": job.type,
+    return {"id": records.new_job_id(), "user": job.user_id, "type": job.type,
             "status": JobStatus.QUEUED, "payload": job.payload,
             "request_hash": job.request_hash, "attempts": 0, "sent": False,
             "created_at": now, "replay_of": job.id}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +22,22 @@ from jobs.outbox import insert_events
 from jobs.pagination import Moment, keyset_page
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def new_job_id() -> uuid.UUID:
+    """A time-ordered job id: a UUID of version 7 (RFC 9562), 48 bits of Unix
+    milliseconds and then 74 random bits (``uuid.uuid7`` from Python 3.14 on).
+
+    A new job's key lands at the right end of the primary key's index, on a page that the
+    last commits touched, not on a random page of an index that grows with every job:
+    on a 2-million-row table, random ids made every group commit dirty as many leaf
+    pages as it had commands, each written whole to the WAL after a checkpoint. The
+    random bits keep ids as hard to guess as before (a job is only ever shown to its
+    owner anyway)."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10)) >> 6  # 74 bits
+    return uuid.UUID(int=(millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76
+                     | (rand >> 62) << 64 | 0b10 << 62 | (rand & (1 << 62) - 1))
 
 
 def request_hash(job_type: str, payload: dict[str, Any]) -> str:
@@ -49,7 +67,7 @@ def record_job(
                     if original is not None:
                         return original, False
                 job = Job.create(
-                    id=uuid.uuid4(),
+                    id=new_job_id(),
                     user=user_id,
                     type=job_type,
                     status=JobStatus.QUEUED,

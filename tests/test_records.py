@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -277,3 +278,21 @@ def test_a_loaded_job_is_what_the_constructor_makes_of_the_same_values(uid, cloc
     assert not loaded.is_dirty()
     loaded.attempts = 3  # and it is a model like any other: it saves what changed
     assert loaded.dirty_fields == [Job.attempts]
+
+
+def test_job_ids_are_time_ordered_uuids_of_version_7(uid, clock):
+    """A new job's key goes to the right end of the primary key's index: ids of later
+    milliseconds sort after earlier ones, and the rest of the id stays random."""
+    before = time.time_ns() // 1_000_000
+    job, _ = records.record_job(uid, "points.charge", {"amount": 5}, None, clock.now())
+    ids = [records.new_job_id() for _ in range(10_000)]
+    after = time.time_ns() // 1_000_000
+    assert (job.id.version, job.id.variant) == (7, uuid.RFC_4122)
+    assert all((i.version, i.variant) == (7, uuid.RFC_4122) for i in ids)
+    assert before <= job.id.int >> 80 <= ids[0].int >> 80 <= ids[-1].int >> 80 <= after
+    assert len(set(ids)) == len(ids)
+    later = records.new_job_id()
+    while later.int >> 80 == ids[-1].int >> 80:  # (the next millisecond)
+        later = records.new_job_id()
+    assert later > max(ids)
+    assert len({i.int & (1 << 74) - 1 for i in ids}) == len(ids)  # (the random bits vary)

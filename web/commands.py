@@ -120,7 +120,7 @@ class JobGateway:
                 view = await self.wait(view["id"], user_id, wait)
             return job_response(view, answer_terminal=bool(wait) or not created)
         error = refusal.as_dict() if refusal else None
-        job_id = uuid.uuid4()
+        job_id = records.new_job_id()
         # Listen before the job exists, so its outcome cannot slip by unnoticed.
         outcome = self._listen_for(str(job_id), user_id) if wait and not error else None
         try:
