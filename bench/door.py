@@ -8,8 +8,11 @@ finished jobs in the table, as a system that has run for a while has, for the do
 cost on a large table. Each run prints its rate and percentiles, the number of group
 commits and the longest pauses between two of them; then the plain door
 (``bench/plain_charge.py``) runs the same load in the same round, for its figures.
+Each of Bazaar's runs also prints what it wrote to the WAL; ``--checkpoint`` makes a
+checkpoint before each, so that every page a run touches is written whole the first
+time (the worst minute after each of the server's checkpoints).
 
-    python -m bench.door [--rounds 5] [--seconds 8] [--prefill 2000000]
+    python -m bench.door [--rounds 5] [--seconds 8] [--prefill 2000000] [--checkpoint]
 """
 
 from __future__ import annotations
@@ -26,16 +29,23 @@ from bench.charge import wrk_loop, wrk_ms
 from bench.common import PlainStack, delete_prefixed, machine, scratch_env
 from bench.shop import insert_users, mint_tokens
 from db.connection import connect_database
+from jobs import records
 from tests.support import Stack
 
 PREFILL = (
     "INSERT INTO jobs (id, user_id, type, status, payload, request_hash, attempts, sent,"
     " created_at, started_at, finished_at, result)"
-    " SELECT gen_random_uuid(), %s + g %% %s, 'points.charge', 'succeeded', '{\"amount\": 1}',"
-    " '', 1, true, t, t, t, '{}'"
+    " SELECT {id}, %s + g %% %s, 'points.charge', 'succeeded', '{{\"amount\": 1}}',"
+    " '', 1, true, t, t, t, '{{}}'"
     " FROM generate_series(1, %s) g, LATERAL (SELECT now() - interval '1 day'"
     " + g * interval '1 ms' AS t) AS at"
 )
+IDS = {  # the prefilled jobs' ids, made as this build makes them (``new_job_id``)
+    4: "gen_random_uuid()",
+    7: "(lpad(to_hex((extract(epoch FROM t) * 1000)::bigint), 12, '0') || '7'"
+       " || substr(md5(random()::text), 1, 3) || substr('89ab', 1 + floor(random() * 4)::int, 1)"
+       " || substr(md5(random()::text), 1, 15))::uuid",  # (version 7, of time t)
+}
 RECENT = "created_at > now() - interval '1 hour'"  # (the prefilled jobs are a day old)
 
 
@@ -43,7 +53,8 @@ def prefill(database, first_user: int, users: int, count: int) -> None:
     """Put ``count`` finished jobs of the bench users in ``jobs``; vacuum and checkpoint."""
     started = time.monotonic()
     with database.connection_context():
-        database.execute_sql(PREFILL, (first_user, users, count))
+        sql = PREFILL.format(id=IDS[records.new_job_id().version])
+        database.execute_sql(sql, (first_user, users, count))
         database.execute_sql("VACUUM ANALYZE jobs")
         database.execute_sql("CHECKPOINT")
         size = database.execute_sql(
@@ -63,12 +74,33 @@ def batches(database) -> str:
         database.execute_sql("VACUUM jobs")
     gaps = sorted(((b - a).total_seconds() * 1000 for a, b in itertools.pairwise(times)),
                   reverse=True)
+    long = [g for g in gaps if g > 10]
     return (f"{len(times):,} group commits of {jobs / max(1, len(times)):.1f} commands; "
-            f"longest pauses between two: {', '.join(f'{g:.0f}' for g in gaps[:3])} ms")
+            f"longest pauses between two: {', '.join(f'{g:.0f}' for g in gaps[:3])} ms; "
+            f"{len(long)} over 10 ms, {sum(long):,.0f} ms in all")
 
 
-def door(stack: Stack, tokens: list[str], args: argparse.Namespace) -> tuple[float, dict, str]:
-    """One accept phase on a fresh web process of ``stack``: accepted/s, wrk's
+WAL = "SELECT wal_records, wal_fpi, wal_bytes, wal_sync, wal_sync_time FROM pg_stat_wal"
+
+
+def wal(database) -> tuple[float, ...]:
+    """The server's WAL counters (records, full-page images, bytes, syncs, sync ms)."""
+    with database.connection_context():
+        return tuple(float(v) for v in database.execute_sql(WAL).fetchone())
+
+
+def wal_line(before: tuple[float, ...], after: tuple[float, ...], accepted: int) -> str:
+    """What one accept phase wrote to the WAL, per accepted command, and its syncs."""
+    records, fpi, size, syncs, sync_ms = (b - a for a, b in zip(before, after, strict=True))
+    per = max(1, accepted)
+    return (f"WAL: {size / per:,.0f} bytes, {records / per:.1f} records, {fpi / per:.2f} "
+            f"full-page images a command; {syncs:,.0f} syncs"
+            + (f", {sync_ms / syncs:.2f} ms each" if syncs and sync_ms else ""))
+
+
+def door(stack: Stack, tokens: list[str], args: argparse.Namespace
+         ) -> tuple[float, int, dict, str]:
+    """One accept phase on a fresh web process of ``stack``: accepted/s, accepted, wrk's
     percentiles, what went wrong."""
     try:
         stack.start_web()
@@ -76,7 +108,7 @@ def door(stack: Stack, tokens: list[str], args: argparse.Namespace) -> tuple[flo
                                                  args.connections)
     finally:
         stack.stop()
-    return accepted / seconds, pct, wrong
+    return accepted / seconds, accepted, pct, wrong
 
 
 def line(label: str, rate: float, pct: dict, wrong: str) -> str:
@@ -93,6 +125,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--prefill", type=int, default=0, help="finished jobs put in first")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="a checkpoint before each of Bazaar's runs (its worst case)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     p99s: dict[str, list[float]] = {"Bazaar": [], "plain": []}
@@ -101,16 +135,25 @@ def main() -> None:
         namespace = f"{env['REDIS_PREFIX']}-plain:dramatiq"  # under the scratch prefix
         client = redis.Redis.from_url(env["REDIS_URL"])
         try:
+            with database.connection_context():  # (for the syncs' times in pg_stat_wal)
+                name = database.execute_sql("SELECT current_database()").fetchone()[0]
+                database.execute_sql(f'ALTER DATABASE "{name}" SET track_wal_io_timing = on')
             users = insert_users(database, "bench_", args.users, 0)
             tokens = mint_tokens(env, users)
             if args.prefill:
                 prefill(database, min(users), args.users, args.prefill)
             for n in range(args.rounds):
-                rate, pct, wrong = door(Stack(env), tokens, args)
+                if args.checkpoint:
+                    with database.connection_context():
+                        database.execute_sql("CHECKPOINT")
+                before = wal(database)
+                rate, accepted, pct, wrong = door(Stack(env), tokens, args)
+                after = wal(database)
                 p99s["Bazaar"].append(wrk_ms(pct.get("99")))
                 print(line(f"run {n + 1}, Bazaar", rate, pct, wrong))
+                print("  " + wal_line(before, after, accepted))
                 print("  " + batches(database))
-                rate, pct, wrong = door(PlainStack({**env, "PLAIN_NAMESPACE": namespace}),
+                rate, _, pct, wrong = door(PlainStack({**env, "PLAIN_NAMESPACE": namespace}),
                                         tokens, args)
                 p99s["plain"].append(wrk_ms(pct.get("99")))
                 print(line(f"run {n + 1}, plain ", rate, pct, wrong))
