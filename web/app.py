@@ -23,7 +23,15 @@ from jobs.clock import Clock
 from jobs.platform import DOMAINS, REGISTRY, load_domains
 from web import openapi
 from web.auth import TOKENS, Tokens
-from web.commands import DB, GATEWAY, HUB, STREAMS, JobGateway, command_route
+from web.commands import (
+    BATCHES_IN_FLIGHT,
+    DB,
+    GATEWAY,
+    HUB,
+    STREAMS,
+    JobGateway,
+    command_route,
+)
 from web.db import DbExecutor
 from web.hub import LiveHub
 from web.metrics import HTTP_METRICS, HttpMetrics, metrics_middleware
@@ -291,6 +299,9 @@ def create_app(
     app[pages.REFERENCE] = pages.ApiReference(app[OPENAPI])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        # the connections the door's first batches write on, open before it serves
+        await db.warm(BATCHES_IN_FLIGHT + 1, getattr(getattr(broker, "client", None),
+                                                       "ping", None))
         await hub.start()
         await app[TOKENS].follow(hub)
         await gateway.start()

@@ -268,7 +268,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
     from db.connection import connect_database
     from web.app import create_app, redis_client, server_options
-    from web.listener import PortInUse, listen, url_of
+    from web.listener import BACKLOG, PortInUse, listen, url_of
     from workers.bootstrap import calm_garbage_collector
     from workers.broker import build_broker
 
@@ -280,14 +280,15 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     client = redis_client(settings.redis_url)
     app = create_app(settings, database, broker, client)
     try:
-        sock = listen(settings.host, settings.port, reuse_port=True)
+        # (bound now; listening once the app is ready: see ``listen``)
+        sock = listen(settings.host, settings.port, reuse_port=True, listening=False)
     except PortInUse as e:
         print(f"bazaar web: {e}", file=sys.stderr)
         return 1
-    log.info("listening on %s", url_of(sock), extra={"url": url_of(sock)})
+    log.info("serving on %s once started", url_of(sock), extra={"url": url_of(sock)})
     calm_garbage_collector()
-    web.run_app(app, sock=sock, access_log=None, print=None, handle_signals=True,
-                loop=event_loop(), **server_options(settings))
+    web.run_app(app, sock=sock, backlog=BACKLOG, access_log=None, print=None,
+                handle_signals=True, loop=event_loop(), **server_options(settings))
     return 0
 
 

@@ -14,10 +14,18 @@ class PortInUse(RuntimeError):
     """Another process already listens on the address."""
 
 
-def listen(host: str, port: int, reuse_port: bool = False, backlog: int = 1024) -> socket.socket:
-    """A TCP socket listening on ``host:port``; with ``reuse_port`` several processes share it.
+BACKLOG = 1024
 
-    Connections that arrive before the app serves wait in the backlog.
+
+def listen(host: str, port: int, reuse_port: bool = False, backlog: int = BACKLOG,
+           listening: bool = True) -> socket.socket:
+    """A TCP socket bound to ``host:port``; with ``reuse_port`` several processes share it.
+
+    With ``listening``, connections that arrive before the app serves wait in the
+    backlog. Without it the socket is only bound, and listens when the app starts to
+    serve (asyncio's ``create_server`` calls ``listen``): among processes sharing a
+    port, the kernel then hands new connections only to those that serve, not to one
+    still starting.
     """
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
@@ -27,7 +35,8 @@ def listen(host: str, port: int, reuse_port: bool = False, backlog: int = 1024) 
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(backlog)
+        if listening:
+            sock.listen(backlog)
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
