@@ -80,22 +80,29 @@ def batches(database) -> str:
             f"{len(long)} over 10 ms, {sum(long):,.0f} ms in all")
 
 
-WAL = "SELECT wal_records, wal_fpi, wal_bytes, wal_sync, wal_sync_time FROM pg_stat_wal"
+WAL = ("SELECT wal_records, wal_fpi, wal_bytes, wal_sync, wal_sync_time,"
+       " (SELECT autovacuum_count + autoanalyze_count FROM pg_stat_user_tables"
+       "  WHERE relname = 'jobs'),"
+       " (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) FROM pg_stat_wal")
 
 
 def wal(database) -> tuple[float, ...]:
-    """The server's WAL counters (records, full-page images, bytes, syncs, sync ms)."""
+    """The server's WAL counters (records, full-page images, bytes, syncs, sync ms), the
+    autovacuums and autoanalyzes of ``jobs``, and the checkpoints."""
     with database.connection_context():
         return tuple(float(v) for v in database.execute_sql(WAL).fetchone())
 
 
 def wal_line(before: tuple[float, ...], after: tuple[float, ...], accepted: int) -> str:
-    """What one accept phase wrote to the WAL, per accepted command, and its syncs."""
-    records, fpi, size, syncs, sync_ms = (b - a for a, b in zip(before, after, strict=True))
+    """What one accept phase wrote to the WAL, per accepted command, and its syncs; and
+    what else the server did meanwhile."""
+    records, fpi, size, syncs, sync_ms, vacuums, checkpoints = (
+        b - a for a, b in zip(before, after, strict=True))
     per = max(1, accepted)
     return (f"WAL: {size / per:,.0f} bytes, {records / per:.1f} records, {fpi / per:.2f} "
             f"full-page images a command; {syncs:,.0f} syncs"
-            + (f", {sync_ms / syncs:.2f} ms each" if syncs and sync_ms else ""))
+            + (f", {sync_ms / syncs:.2f} ms each" if syncs and sync_ms else "")
+            + f"; {vacuums:.0f} autovacuums or analyzes of jobs, {checkpoints:.0f} checkpoints")
 
 
 def door(stack: Stack, tokens: list[str], args: argparse.Namespace
