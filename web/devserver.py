@@ -24,7 +24,7 @@ from jobs.users import hash_password
 from scheduler.bridge import DramatiqScheduler
 from scheduler.schedule import schedule_table
 from web.app import create_app, redis_client, server_options
-from web.listener import PortInUse, listen, url_of
+from web.listener import BACKLOG, PortInUse, listen, url_of
 from workers import bootstrap
 
 
@@ -81,7 +81,8 @@ def _serve(settings: Settings, sock: socket.socket, worker_threads: int) -> int:
     if demo["users"]:
         print(f"demo data loaded; log in as {' or '.join(demo['users'])}", flush=True)
     try:
-        web.run_app(app, sock=sock, access_log=None, print=None, **server_options(settings))
+        web.run_app(app, sock=sock, backlog=BACKLOG, access_log=None, print=None,
+                    **server_options(settings))
     finally:
         stop.set()
         ticker.join(timeout=5)
