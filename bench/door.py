@@ -80,26 +80,26 @@ def batches(database) -> str:
             f"{len(long)} over 10 ms, {sum(long):,.0f} ms in all")
 
 
-WAL = ("SELECT wal_records, wal_fpi, wal_bytes, wal_sync, wal_sync_time,"
+COUNTERS = ("SELECT wal_records, wal_fpi, wal_bytes, wal_sync, wal_sync_time,"
        " (SELECT autovacuum_count + autoanalyze_count FROM pg_stat_user_tables"
        "  WHERE relname = 'jobs'),"
        " (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) FROM pg_stat_wal")
 
 
-def wal(database) -> tuple[float, ...]:
+def server_counters(database) -> tuple[float, ...]:
     """The server's WAL counters (records, full-page images, bytes, syncs, sync ms), the
     autovacuums and autoanalyzes of ``jobs``, and the checkpoints."""
     with database.connection_context():
-        return tuple(float(v) for v in database.execute_sql(WAL).fetchone())
+        return tuple(float(v) for v in database.execute_sql(COUNTERS).fetchone())
 
 
-def wal_line(before: tuple[float, ...], after: tuple[float, ...], accepted: int) -> str:
+def counters_line(before: tuple[float, ...], after: tuple[float, ...], accepted: int) -> str:
     """What one accept phase wrote to the WAL, per accepted command, and its syncs; and
     what else the server did meanwhile."""
-    records, fpi, size, syncs, sync_ms, vacuums, checkpoints = (
+    wal_records, fpi, size, syncs, sync_ms, vacuums, checkpoints = (
         b - a for a, b in zip(before, after, strict=True))
     per = max(1, accepted)
-    return (f"WAL: {size / per:,.0f} bytes, {records / per:.1f} records, {fpi / per:.2f} "
+    return (f"WAL: {size / per:,.0f} bytes, {wal_records / per:.1f} records, {fpi / per:.2f} "
             f"full-page images a command; {syncs:,.0f} syncs"
             + (f", {sync_ms / syncs:.2f} ms each" if syncs and sync_ms else "")
             + f"; {vacuums:.0f} autovacuums or analyzes of jobs, {checkpoints:.0f} checkpoints")
@@ -153,15 +153,15 @@ def main() -> None:
                 if args.checkpoint:
                     with database.connection_context():
                         database.execute_sql("CHECKPOINT")
-                before = wal(database)
+                before = server_counters(database)
                 rate, accepted, pct, wrong = door(Stack(env), tokens, args)
-                after = wal(database)
+                after = server_counters(database)
                 p99s["Bazaar"].append(wrk_ms(pct.get("99")))
                 print(line(f"run {n + 1}, Bazaar", rate, pct, wrong))
-                print("  " + wal_line(before, after, accepted))
+                print("  " + counters_line(before, after, accepted))
                 print("  " + batches(database))
                 rate, _, pct, wrong = door(PlainStack({**env, "PLAIN_NAMESPACE": namespace}),
-                                        tokens, args)
+                                           tokens, args)
                 p99s["plain"].append(wrk_ms(pct.get("99")))
                 print(line(f"run {n + 1}, plain ", rate, pct, wrong))
                 delete_prefixed(client, namespace)  # (its queued messages)
