@@ -4,6 +4,8 @@ each caller still gets its own reply or error."""
 from __future__ import annotations
 
 import asyncio
+import time
+from urllib.parse import urlparse
 
 import pytest
 import redis.asyncio.connection
@@ -113,6 +115,22 @@ def test_an_unreachable_redis_fails_every_caller_and_hangs_none() -> None:
     assert all(isinstance(r, redis.exceptions.ConnectionError) for r in replies)
 
 
+def test_failed_connections_give_back_their_slot_once() -> None:
+    async def scenario() -> tuple[int, int]:
+        down = redis_client(f"redis://127.0.0.1:{free_port()}/0", max_connections=4)
+        for n in range(6):  # (one batch each: one failed connection each)
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await down.get(f"k{n}")
+        up = redis_client(REDIS_URL, max_connections=4)
+        try:
+            await asyncio.gather(*(up.ping() for _ in range(10)))
+        finally:
+            await up.aclose()
+        return down.connection_pool._slots._value, up.connection_pool._slots._value
+
+    assert run(scenario()) == (4, 4)  # (the bound holds after an outage)
+
+
 def test_a_caller_that_gives_up_does_not_disturb_the_others(redis_prefix: str) -> None:
     key = f"{redis_prefix}:pipelined:cancel"
 
@@ -192,3 +210,101 @@ def test_a_dropped_write_fails_its_batch_and_the_next_one_reconnects(
     assert all(isinstance(e, redis.exceptions.ConnectionError) for e in failed)
     assert value == b"v" and empty == {}  # (HGETALL's reply callback: a dict)
     assert len(sha) == 40  # ("SCRIPT LOAD" went as two words)
+
+
+class SlowProxy:
+    """A TCP proxy to the test Redis; its n-th connection's replies are held back
+    ``delays[n]`` seconds (none past the list's end)."""
+
+    def __init__(self, delays: list[float]) -> None:
+        self.delays = delays
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}{urlparse(REDIS_URL).path or '/0'}"
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, client_reader, client_writer) -> None:
+        n = len(self.writers) // 2
+        delay = self.delays[n] if n < len(self.delays) else 0.0
+        upstream = urlparse(REDIS_URL)
+        redis_reader, redis_writer = await asyncio.open_connection(upstream.hostname,
+                                                                   upstream.port or 6379)
+        self.writers += [client_writer, redis_writer]
+        await asyncio.gather(self._pipe(client_reader, redis_writer, 0.0),
+                             self._pipe(redis_reader, client_writer, delay))
+
+    @staticmethod
+    async def _pipe(reader, writer, delay: float) -> None:
+        try:
+            while data := await reader.read(65536):
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+
+def test_a_batch_past_its_deadline_fails_as_a_timeout_and_leaves_no_late_reply(
+        redis_prefix: str) -> None:
+    key = f"{redis_prefix}:pipelined:deadline"
+
+    async def scenario() -> tuple:
+        direct = redis_client(REDIS_URL)
+        await direct.mset({key: "first", f"{key}:2": "second"})
+        async with SlowProxy([1.0]) as url:  # (its first connection answers 1 s late)
+            client = PipeliningRedis(connection_pool=redis_client(url).connection_pool,
+                                     reply_timeout=0.3)
+            try:
+                began = time.monotonic()
+                late = await asyncio.gather(client.get(key), client.get(f"{key}:2"),
+                                            return_exceptions=True)
+                waited = time.monotonic() - began
+                await asyncio.sleep(1.0)  # (the late replies come, to a dropped connection)
+                return late, waited, await asyncio.gather(client.get(f"{key}:2"),
+                                                          client.get(key))
+            finally:
+                await direct.delete(key, f"{key}:2")
+                await direct.aclose()
+                await client.aclose()
+
+    late, waited, (second, first) = run(scenario())
+    assert all(isinstance(e, redis.exceptions.TimeoutError) for e in late), late
+    assert 0.25 < waited < 0.9
+    assert (second, first) == (b"second", b"first")  # (each its own, on a new connection)
+
+
+def test_a_pipeline_on_the_batching_client_has_the_same_deadline(redis_prefix: str) -> None:
+    key = f"{redis_prefix}:pipelined:pipe"
+
+    async def scenario() -> tuple:
+        async with SlowProxy([1.0]) as url:
+            client = PipeliningRedis(connection_pool=redis_client(url).connection_pool,
+                                     reply_timeout=0.3)
+            try:
+                pipe = client.pipeline(transaction=True)
+                pipe.set(key, "a").incr(f"{key}:n")
+                began = time.monotonic()
+                with pytest.raises(redis.exceptions.TimeoutError):
+                    await pipe.execute()
+                waited = time.monotonic() - began
+                pipe = client.pipeline(transaction=True)
+                return waited, await pipe.set(key, "b").incr(f"{key}:n").execute()
+            finally:
+                await client.delete(key, f"{key}:n")
+                await client.aclose()
+
+    waited, replies = run(scenario())
+    assert 0.25 < waited < 0.9
+    assert replies[0] is True and replies[1] in (1, 2)  # (the cut-off MULTI may have run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 from collections.abc import AsyncIterator
@@ -51,6 +52,7 @@ from workers.rankings import BestSellerCache
 
 log = logging.getLogger(__name__)
 OPENAPI = web.AppKey("openapi", dict)
+REPLY_TIMEOUT = 5.0  # seconds for one exchange with Redis (redis-py's own socket timeout)
 
 
 class BoundedPool(aioredis.ConnectionPool):
@@ -63,22 +65,27 @@ class BoundedPool(aioredis.ConnectionPool):
     def __init__(self, *args: Any, limit: int = 64, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = asyncio.Semaphore(limit)
+        self._holders: set[Any] = set()  # connections handed out, each holding a slot
 
     async def get_connection(self, *args: Any, **kwargs: Any):
         """A connection, once one of the ``limit`` slots is free."""
         await self._slots.acquire()
         try:
-            return await super().get_connection(*args, **kwargs)
-        except BaseException:
+            connection = await super().get_connection(*args, **kwargs)
+        except BaseException:  # (redis-py has released the connection: not its slot)
             self._slots.release()
             raise
+        self._holders.add(connection)
+        return connection
 
     async def release(self, connection) -> None:
-        """Give the connection and its slot back."""
+        """Give the connection back, and its slot if it held one."""
         try:
             await super().release(connection)
         finally:
-            self._slots.release()
+            if connection in self._holders:
+                self._holders.discard(connection)
+                self._slots.release()
 
 
 def pack(encoder: Any, args: tuple) -> bytes:
@@ -109,13 +116,26 @@ class PipeliningRedis(aioredis.Redis):
     ``Retry`` allows, as redis-py's own pipeline does; none by default). Pipelines and
     pub/sub keep their own connections. No command of the web process blocks in Redis
     (nothing here may).
+
+    A batch has one deadline, ``reply_timeout``, for its connection, its write and all its
+    replies. redis-py would arm a timer for the write and one more for each reply (5 us
+    each under uvloop, and a task for the write): 5 % of a waiting-room poll's CPU and
+    15 % of a token issue's. So the pool's connections carry no socket timeout of their
+    own (see :func:`redis_client`), and :meth:`pipeline` gives a pipeline the deadline.
     """
 
-    def __init__(self, *args: Any, max_batch: int = 256, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_batch: int = 256,
+                 reply_timeout: float = REPLY_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queued: list[tuple[tuple, dict, asyncio.Future]] = []
         self._max_batch = max_batch
+        self.reply_timeout = reply_timeout
         self._sending: set[asyncio.Task] = set()
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
+        """A redis-py pipeline whose ``execute`` has this client's deadline."""
+        return DeadlinePipeline(self.connection_pool, self.response_callbacks, transaction,
+                                shard_hint, reply_timeout=self.reply_timeout)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Queue the command for this turn's batch and wait for its own reply."""
@@ -153,10 +173,11 @@ class PipeliningRedis(aioredis.Redis):
         wire = b"".join(packed)
         connection = None
         try:
-            connection = await pool.get_connection()
-            replies = await connection.retry.call_with_retry(
-                lambda: self._exchange(connection, wire, sent),
-                lambda _error: connection.disconnect())
+            async with deadline(self.reply_timeout):  # (a new connection's handshake too)
+                connection = await pool.get_connection()
+                replies = await connection.retry.call_with_retry(
+                    lambda: self._exchange(connection, wire, sent),
+                    lambda _error: connection.disconnect())
         except BaseException as e:  # the connection failed: every caller sees it
             if connection is not None and isinstance(e, Exception):
                 await connection.disconnect()  # (replies may be left unread on it)
@@ -194,12 +215,41 @@ class PipeliningRedis(aioredis.Redis):
         return replies
 
 
+class DeadlinePipeline(aioredis.client.Pipeline):
+    """A pipeline on :class:`PipeliningRedis`'s connections, which have no socket timeout:
+    its whole ``execute`` has one deadline instead."""
+
+    def __init__(self, *args: Any, reply_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reply_timeout = reply_timeout
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Run the queued commands (a cut-off exchange drops its connection)."""
+        async with deadline(self.reply_timeout):
+            return await super().execute(raise_on_error)
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float) -> AsyncIterator[None]:
+    """``asyncio.timeout`` that raises redis-py's ``TimeoutError``, as a socket timeout
+    would (the door answers it with 503). redis-py drops a connection whose read or write
+    was cut off, so no late reply is left on it for the next caller."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise redis.exceptions.TimeoutError(
+            f"Redis did not answer within {seconds:g} s") from None
+
+
 def redis_client(url: str, max_connections: int = 64) -> aioredis.Redis:
     """An asyncio Redis client that pipelines each loop turn's commands, on a bounded
     pool that makes bursts wait instead of failing."""
     # (no client name and version: redis-py would read its version from the package
-    # metadata for every new connection, and send it in two more commands)
-    pool = BoundedPool.from_url(url, limit=max_connections, lib_name=None, lib_version=None)
+    # metadata for every new connection, and send it in two more commands; no socket
+    # timeout: each exchange has its own deadline)
+    pool = BoundedPool.from_url(url, limit=max_connections, lib_name=None, lib_version=None,
+                                socket_timeout=None, socket_connect_timeout=REPLY_TIMEOUT)
     return PipeliningRedis(connection_pool=pool)
 
 
