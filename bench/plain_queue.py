@@ -8,7 +8,8 @@ room's join script; ``GET /api/v1/queue/tokens/me`` checks the ``Queue-Token`` w
 and runs the status script. The scripts are Bazaar's own (``workers.waiting_room``), sent
 through a plain ``redis.asyncio`` client (one round trip per request, no batching), under
 the key prefix ``PLAIN_PREFIX``; answers with ``web.json_response``. No middleware, no
-metrics, no domain errors.
+metrics, no domain errors. ``GET /bare`` answers a constant with nothing else: the
+machine's bare aiohttp rate, which DESIGN.md gives for its reference machine.
 
 Usage: ``PORT=8080 python -m bench.plain_queue web`` (environment: ``REDIS_URL``,
 ``PLAIN_PREFIX``, ``JWT_SECRET``, ``QUEUE_ACTIVE_LIMIT``).
@@ -94,6 +95,11 @@ async def my_place(request: web.Request) -> web.Response:
                               "active_until": _iso(place.active_until)})
 
 
+async def bare(request: web.Request) -> web.Response:
+    """``GET /bare``: a constant JSON answer, for the machine's bare aiohttp rate."""
+    return web.json_response({"ok": True})
+
+
 def main() -> None:
     """``web``."""
     if sys.argv[1:] != ["web"]:
@@ -104,6 +110,7 @@ def main() -> None:
                             int(os.environ.get("QUEUE_ACTIVE_LIMIT", "100")), 600, 3600)
     app.router.add_post("/api/v1/queue/tokens", take_token)
     app.router.add_get("/api/v1/queue/tokens/me", my_place)
+    app.router.add_get("/bare", bare)
     web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), access_log=None,
                 print=None)
 

@@ -13,7 +13,8 @@ Starts its own web process and workers on a scratch database, then:
 4. the plain reference (``bench/plain_queue.py``: the same scripts behind a bare
    aiohttp handler, pyjwt on every request, one redis-py call per request), on the same
    Redis under a prefix of its own: token issue and position poll at 64 connections,
-   with the same users, then both builds side by side.
+   with the same users, then both builds side by side; and bare aiohttp (a constant
+   answer, same process), the machine's ceiling, next to DESIGN.md's 21,800 req/s.
 
 Usage: ``python -m bench.queue [--tokens N] [--http-joins N] [--seconds S] [--skip-plain]``
 """
@@ -239,6 +240,9 @@ def run_plain(args: argparse.Namespace, env: dict[str, str], client: redis.Redis
             args.seconds, 64)
         print(f"position poll (64 connections): {summary(out)}")
         figures["plain"]["poll"] = out
+        out = run_wrk(plain.api.base, lua_requests("GET", "/bare", [{}]), args.seconds, 64)
+        print(f"bare aiohttp, a constant answer (64 connections): {summary(out)}")
+        figures["plain"]["bare"] = out
     finally:
         plain.stop()
         keys = client.keys(f"{prefix}:*")
@@ -246,8 +250,16 @@ def run_plain(args: argparse.Namespace, env: dict[str, str], client: redis.Redis
             client.delete(*keys)
 
 
+REFERENCE_BARE = 21_800  # bare aiohttp on DESIGN.md's reference machine, req/s
+
+
 def compare(figures: dict[str, dict[str, str]]) -> None:
-    """Both builds side by side, at 64 connections."""
+    """Both builds side by side, at 64 connections, and bare aiohttp's rate."""
+    bare = rate(figures["plain"]["bare"])
+    print(f"\nbare aiohttp: {bare:,.0f} req/s = {bare / REFERENCE_BARE:.2f} x DESIGN.md's "
+          f"reference machine ({REFERENCE_BARE:,}); Bazaar's token issue "
+          f"{rate(figures['bazaar']['issue']) / bare:.2f} and position poll "
+          f"{rate(figures['bazaar']['poll']) / bare:.2f} of it")
     print("\n== summary: Bazaar vs plain, same run, 64 connections ==")
     print(f"{'figure':<28}{'Bazaar':>16}{'plain':>16}{'Bazaar/plain':>14}  target")
     for phase, name in (("issue", "token issue"), ("poll", "position poll")):
