@@ -156,3 +156,29 @@ class PlainStack(Stack):
         """Start the plain actor's Dramatiq workers."""
         self._spawn(name, [sys.executable, "-m", self.module, "worker"],
                     WORKER_PROCESSES=str(processes), WORKER_THREADS=str(threads))
+
+
+def listeners(port: int) -> int:
+    """How many sockets listen on ``port``: with ``SO_REUSEPORT`` each process has its own
+    (a ``bazaar web`` process listens only once it serves)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+def more_webs(stack: Stack, argv: list[str], count: int) -> None:
+    """Start ``count`` more web processes (``argv``) on ``stack``'s port, beside the one it
+    runs, and wait until each listens."""
+    for n in range(count):
+        stack._spawn(f"web{n + 2}", argv, PORT=str(stack.port))
+    deadline = time.monotonic() + 20
+    while listeners(stack.port) < count + 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("a web process did not start; see its log")
+        time.sleep(0.05)

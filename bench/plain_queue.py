@@ -112,7 +112,7 @@ def main() -> None:
     app.router.add_get("/api/v1/queue/tokens/me", my_place)
     app.router.add_get("/bare", bare)
     web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), access_log=None,
-                print=None)
+                print=None, reuse_port=True)  # (``bench.queue --webs 2`` runs two)
 
 
 if __name__ == "__main__":

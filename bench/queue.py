@@ -16,7 +16,11 @@ Starts its own web process and workers on a scratch database, then:
    with the same users, then both builds side by side; and bare aiohttp (a constant
    answer, same process), the machine's ceiling, next to DESIGN.md's 21,800 req/s.
 
-Usage: ``python -m bench.queue [--tokens N] [--http-joins N] [--seconds S] [--skip-plain]``
+``--webs 2`` runs two web processes on the port (``SO_REUSEPORT``, as the Procfile allows),
+for Bazaar and for plain alike.
+
+Usage: ``python -m bench.queue [--tokens N] [--http-joins N] [--seconds S] [--webs N]
+[--skip-plain]``
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ import os
 import random
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
 
 import redis
 
-from bench.common import PlainStack, machine, scratch_env
+from bench.common import PlainStack, machine, more_webs, scratch_env
 from db.connection import connect_database
 from db.models import PointWallet, Reservation, User
 from jobs import concerts
@@ -136,6 +141,7 @@ def main() -> None:
     parser.add_argument("--http-joins", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--racers", type=int, default=500)
+    parser.add_argument("--webs", type=int, default=1, help="web processes, each build")
     parser.add_argument("--skip-plain", action="store_true", help="no plain reference")
     args = parser.parse_args()
     figures: dict[str, dict[str, str]] = {"bazaar": {}, "plain": {}}
@@ -152,8 +158,9 @@ def main() -> None:
             tokens = Tokens(env["JWT_SECRET"], 7200, 7200, client, env["REDIS_PREFIX"])
             bearer = {uid: tokens.issue(uid)["access_token"] for uid in ids}
             stack.start_web()
+            more_webs(stack, [sys.executable, "-m", "web.cli", "web"], args.webs - 1)
             stack.start_worker(processes=2, threads=8)
-            print(f"processes: 1 web, 2 worker processes x 8 threads; wrk 1 thread; "
+            print(f"processes: {args.webs} web, 2 worker processes x 8 threads; wrk 1 thread; "
                   f"{args.tokens:,} tokens")
 
             joiners = ids[:args.http_joins]
@@ -226,7 +233,12 @@ def run_plain(args: argparse.Namespace, env: dict[str, str], client: redis.Redis
     plain = PlainStack({**env, "PLAIN_PREFIX": prefix}, module="bench.plain_queue")
     try:
         plain.start_web()
-        print("\n== plain: 1 web process (bench/plain_queue.py), same users and tokens ==")
+        print("\n== plain (bench/plain_queue.py), same users and tokens ==")
+        out = run_wrk(plain.api.base, lua_requests("GET", "/bare", [{}]), args.seconds, 64)
+        print(f"bare aiohttp, a constant answer (1 process, 64 connections): {summary(out)}")
+        figures["plain"]["bare"] = out
+        more_webs(plain, [sys.executable, "-m", "bench.plain_queue", "web"], args.webs - 1)
+        print(f"web processes: {args.webs}")
         out = run_wrk(plain.api.base, lua_requests(
             "POST", "/api/v1/queue/tokens",
             [{"Authorization": f"Bearer {bearer[u]}"} for u in joiners],
@@ -240,9 +252,6 @@ def run_plain(args: argparse.Namespace, env: dict[str, str], client: redis.Redis
             args.seconds, 64)
         print(f"position poll (64 connections): {summary(out)}")
         figures["plain"]["poll"] = out
-        out = run_wrk(plain.api.base, lua_requests("GET", "/bare", [{}]), args.seconds, 64)
-        print(f"bare aiohttp, a constant answer (64 connections): {summary(out)}")
-        figures["plain"]["bare"] = out
     finally:
         plain.stop()
         keys = client.keys(f"{prefix}:*")
