@@ -13,7 +13,8 @@ from workers.waiting_room import WaitingRoom
 
 @pytest.fixture
 def room(settings):
-    client = redis.Redis.from_url(settings.redis_url)
+    # One connection per thread of the 1,000-arrivals test (redis-py's default is 100).
+    client = redis.Redis.from_url(settings.redis_url, max_connections=1000)
     prefix = f"{settings.redis_prefix}:wr-{uuid.uuid4().hex[:6]}"
     yield lambda limit, active_ttl=600, idle_ttl=120: WaitingRoom(client, prefix, limit,
                                                                    active_ttl, idle_ttl)

@@ -1,6 +1,7 @@
 """An in-process worker stopped right after it started stops: ``bootstrap.start_worker``
 returns only once Dramatiq's threads run (each sets its ``running`` flag when it begins,
-so a stop that came sooner was undone and ``Worker.stop`` waited ten minutes)."""
+so a stop that came sooner was undone and ``Worker.stop`` waited ten minutes). And the
+threads of a worker share its Redis client without failing for want of a connection."""
 
 from __future__ import annotations
 
@@ -77,3 +78,29 @@ def test_a_worker_thread_stuck_in_a_job_is_named_in_a_warning_not_waited_for(mon
         inprocess.InProcessStack.kill(SimpleNamespace(procs={"worker": worker}), "worker")
     assert time.monotonic() - t0 < 5
     release.set()
+
+
+def test_many_threads_share_the_worker_client_by_waiting_not_failing(settings) -> None:
+    # Given a worker's client for 4 threads (a pool of 20), and 150 threads at once each
+    # holding a connection for 0.1 s (redis-py 8's default pool refuses its 101st)
+    client = bootstrap.thread_client(settings.redis_url, threads=4)
+    key = f"{settings.redis_prefix}:nothing-{time.monotonic_ns()}"
+    together = threading.Barrier(150)
+    failures: list[BaseException] = []
+
+    def hold() -> None:
+        together.wait()
+        try:
+            client.blpop([key], timeout=0.1)
+        except BaseException as e:
+            failures.append(e)
+
+    threads = [threading.Thread(target=hold) for _ in range(150)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then every call ran, through no more connections than the pool's size
+    assert failures == []
+    assert len(client.connection_pool._connections) <= 20
+    client.close()

@@ -28,9 +28,10 @@ from web.listener import BACKLOG, PortInUse, listen, url_of
 from workers import bootstrap
 
 
-def _redis_clients(settings: Settings) -> tuple[redis.Redis, aioredis.Redis]:
+def _redis_clients(settings: Settings, threads: int) -> tuple[redis.Redis, aioredis.Redis]:
     if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url), redis_client(settings.redis_url)
+        return (bootstrap.thread_client(settings.redis_url, threads),
+                redis_client(settings.redis_url))
     server = fakeredis.FakeServer()
     return fakeredis.FakeRedis(server=server), fakeredis.FakeAsyncRedis(server=server)
 
@@ -54,7 +55,7 @@ def run(settings: Settings, port: int | None = None, worker_threads: int = 4) ->
 
 
 def _serve(settings: Settings, sock: socket.socket, worker_threads: int) -> int:
-    sync_client, async_client = _redis_clients(settings)
+    sync_client, async_client = _redis_clients(settings, worker_threads)
     rt = bootstrap.start(settings, sync_client)
     migrate(rt.database)
     with rt.database.connection_context():
