@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import dramatiq
 import pytest
+import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.worker import WorkerThread
 
 from workers import bootstrap
+from workers.broker import build_broker, thread_client
 
 
 @pytest.fixture
@@ -83,7 +86,7 @@ def test_a_worker_thread_stuck_in_a_job_is_named_in_a_warning_not_waited_for(mon
 def test_many_threads_share_the_worker_client_by_waiting_not_failing(settings) -> None:
     # Given a worker's client for 4 threads (a pool of 20), and 150 threads at once each
     # holding a connection for 0.1 s (redis-py 8's default pool refuses its 101st)
-    client = bootstrap.thread_client(settings.redis_url, threads=4)
+    client = thread_client(settings.redis_url, threads=4)
     key = f"{settings.redis_prefix}:nothing-{time.monotonic_ns()}"
     together = threading.Barrier(150)
     failures: list[BaseException] = []
@@ -104,3 +107,17 @@ def test_many_threads_share_the_worker_client_by_waiting_not_failing(settings) -
     assert failures == []
     assert len(client.connection_pool._connections) <= 20
     client.close()
+
+
+def test_the_broker_shares_such_a_client_sized_for_the_process(settings) -> None:
+    # Given a worker process's settings with 120 threads
+    previous = dramatiq.get_broker()
+    broker = build_broker(replace(settings, worker_threads=120))
+    try:
+        # Then its broker's pool waits rather than refuses, with a connection per thread
+        pool = broker.client.connection_pool
+        assert isinstance(pool, redis.BlockingConnectionPool)
+        assert pool.max_connections == 120 + 16
+    finally:
+        broker.close()
+        dramatiq.set_broker(previous)

@@ -26,11 +26,12 @@ from scheduler.schedule import schedule_table
 from web.app import create_app, redis_client, server_options
 from web.listener import BACKLOG, PortInUse, listen, url_of
 from workers import bootstrap
+from workers.broker import thread_client
 
 
 def _redis_clients(settings: Settings, threads: int) -> tuple[redis.Redis, aioredis.Redis]:
     if settings.redis_url:
-        return (bootstrap.thread_client(settings.redis_url, threads),
+        return (thread_client(settings.redis_url, threads),
                 redis_client(settings.redis_url))
     server = fakeredis.FakeServer()
     return fakeredis.FakeRedis(server=server), fakeredis.FakeAsyncRedis(server=server)

@@ -24,15 +24,6 @@ from workers.sinks import make_sink
 from workers.waiting_room import WaitingRoom
 
 
-def thread_client(url: str, threads: int) -> redis.Redis:
-    """A Redis client that ``threads`` threads share, with the process's own few beside
-    them (notices, heartbeats). A thread past the pool's size waits for a connection:
-    redis-py 8's default pool raises ``MaxConnectionsError`` past 100 instead."""
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=threads + 16,
-                                                 timeout=10)
-    return redis.Redis(connection_pool=pool)
-
-
 def make_waiting_room(client: Any, settings: Settings) -> WaitingRoom:
     """The waiting room with this deployment's limits, on ``client`` (sync or asyncio)."""
     limits = load_domains().settings(settings)["concerts"]

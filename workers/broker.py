@@ -9,6 +9,7 @@ from typing import Any
 
 import dramatiq
 import msgspec
+import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from dramatiq.encoder import JSONEncoder, MessageData
@@ -52,6 +53,15 @@ class MessageEncoder(JSONEncoder):
             return super().decode(data)
 
 
+def thread_client(url: str, threads: int) -> redis.Redis:
+    """A Redis client that ``threads`` threads share, with the process's own few beside
+    them (notices, heartbeats). A thread past the pool's size waits for a connection:
+    redis-py 8's default pool raises ``MaxConnectionsError`` past 100 instead."""
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=threads + 16,
+                                                 timeout=10)
+    return redis.Redis(connection_pool=pool)
+
+
 def dramatiq_namespace(settings: Settings) -> str:
     """The Redis key prefix of the broker's queues."""
     return f"{settings.redis_prefix}:dramatiq"
@@ -87,7 +97,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker = JobBroker(
             deliveries_key=f"{settings.redis_prefix}:deliveries",
             counted_queues=(COMMANDS_QUEUE,),
-            url=settings.redis_url,
+            # (Dramatiq's own pool, given only the URL, would refuse its 101st connection)
+            client=thread_client(settings.redis_url,
+                                 max(settings.worker_threads, settings.db_pool_size)),
             namespace=dramatiq_namespace(settings),
             heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
             maintenance_interval=settings.broker_maintenance_interval,
