@@ -260,6 +260,7 @@ def run_plain(args: argparse.Namespace, env: dict[str, str], client: redis.Redis
 
 
 REFERENCE_BARE = 21_800  # bare aiohttp on DESIGN.md's reference machine, req/s
+PHASES = (("issue", "token issue"), ("poll", "position poll"))
 
 
 def scaled_line(bare: float) -> float:
@@ -278,7 +279,7 @@ def compare(figures: dict[str, dict[str, str]]) -> None:
           f"{rate(figures['bazaar']['poll']) / bare:.2f} of it")
     print("\n== summary: Bazaar vs plain, same run, 64 connections ==")
     print(f"{'figure':<28}{'Bazaar':>16}{'plain':>16}{'Bazaar/plain':>14}  target")
-    for phase, name in (("issue", "token issue"), ("poll", "position poll")):
+    for phase, name in PHASES:
         ours, theirs = figures["bazaar"][phase], figures["plain"][phase]
         print(f"{name + ' (req/s)':<28}{rate(ours):>16,.0f}{rate(theirs):>16,.0f}"
               f"{rate(ours) / rate(theirs):>14.2f}")
@@ -286,10 +287,9 @@ def compare(figures: dict[str, dict[str, str]]) -> None:
         print(f"{name + ' p99 (ms)':<28}{p99_ms(ours):>16.2f}{p99_ms(theirs):>16.2f}"
               f"{p99_ms(ours) / p99_ms(theirs):>14.2f}  p99 <= 10 ms: {met}")
     line = scaled_line(bare)
-    verdicts = ", ".join(
-        f"{name} {p99_ms(figures['bazaar'][phase]):.2f} ms "
-        f"{'within' if p99_ms(figures['bazaar'][phase]) <= line else 'over'}"
-        for phase, name in (("issue", "token issue"), ("poll", "position poll")))
+    p99s = {name: p99_ms(figures["bazaar"][phase]) for phase, name in PHASES}
+    verdicts = ", ".join(f"{name} {p99:.2f} ms {'within' if p99 <= line else 'over'}"
+                         for name, p99 in p99s.items())
     print(f"not DESIGN.md's target, for the team: 10 ms scaled by bare aiohttp "
           f"({REFERENCE_BARE:,} / {bare:,.0f}) = {line:.1f} ms; {verdicts}")
 
