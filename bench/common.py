@@ -1,4 +1,5 @@
-"""Shared pieces of the load generators: a throwaway database and key space, percentiles."""
+"""Shared pieces of the load generators: a throwaway database and key space, percentiles,
+wrk, and the machine's speed against DESIGN.md's reference machine."""
 
 from __future__ import annotations
 
@@ -182,3 +183,86 @@ def more_webs(stack: Stack, argv: list[str], count: int) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("a web process did not start; see its log")
         time.sleep(0.05)
+
+
+# -- wrk, and the machine's speed -----------------------------------------------------------
+
+REFERENCE_BARE = 21_800  # DESIGN.md: bare aiohttp on its reference machine, answers a second
+
+
+def run_wrk(base: str, lua: str, seconds: int, connections: int) -> str:
+    """Run wrk (one thread, ``--latency``) with ``lua`` as its script; its output."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    try:
+        return subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+             base], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(script.name)
+
+
+def wrk_rate(out: str) -> float:
+    """wrk's requests per second."""
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def wrk_p99_ms(out: str) -> float:
+    """wrk's p99 latency in milliseconds."""
+    value = dict(re.findall(r"^\s+(99)%\s+(\S+)$", out, re.M))["99"]
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How fast the machine is at one moment: bare aiohttp's answers a second (a constant,
+    64 connections, wrk), against DESIGN.md's reference machine's 21,800.
+
+    DESIGN.md reads every target as a ratio to a reference measured in the same run,
+    because machines of this kind differ several-fold; its three absolute figures (the
+    door's p99, the coupon burst's time, the waiting room's p99) were set on its reference
+    machine. ``line`` scales such a figure to this machine by bare aiohttp, measured just
+    before the phase it judges: a machine half as fast is given twice the time, a faster
+    one less.
+    """
+
+    bare: float  # answers a second
+    bare_p99_ms: float
+
+    @property
+    def slower(self) -> float:
+        """How many times slower than the reference machine (under 1: faster)."""
+        return REFERENCE_BARE / self.bare
+
+    def line(self, target: float) -> float:
+        """``target`` (a time set on the reference machine) on this machine."""
+        return target * self.slower
+
+    def verdict(self, value: float, target: float, unit: str) -> str:
+        """``value`` against ``target`` scaled to this machine, and against it unscaled."""
+        line = self.line(target)
+        return (f"<= {target:g} {unit} x {self.slower:.2f} = {line:.1f} {unit}: "
+                f"{'met' if value <= line else 'MISSED'} (unscaled: "
+                f"{'met' if value <= target else 'missed'})")
+
+    def __str__(self) -> str:
+        return (f"bare aiohttp {self.bare:,.0f}/s (p99 {self.bare_p99_ms:.2f} ms) = "
+                f"{1 / self.slower:.2f} x the reference machine's {REFERENCE_BARE:,}/s")
+
+
+class BareAiohttp:
+    """``bench.bare`` in a process of its own, idle except while it is measured."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.stack = PlainStack(env, module="bench.bare")
+        self.stack.start_web()
+
+    def measure(self, seconds: int = 5, connections: int = 64) -> Speed:
+        """The machine's speed now."""
+        out = run_wrk(self.stack.api.base, 'wrk.path = "/bare"', seconds, connections)
+        return Speed(wrk_rate(out), wrk_p99_ms(out))
+
+    def stop(self) -> None:
+        """Stop the process."""
+        self.stack.stop()

@@ -8,8 +8,7 @@ room's join script; ``GET /api/v1/queue/tokens/me`` checks the ``Queue-Token`` w
 and runs the status script. The scripts are Bazaar's own (``workers.waiting_room``), sent
 through a plain ``redis.asyncio`` client (one round trip per request, no batching), under
 the key prefix ``PLAIN_PREFIX``; answers with ``web.json_response``. No middleware, no
-metrics, no domain errors. ``GET /bare`` answers a constant with nothing else: the
-machine's bare aiohttp rate, which DESIGN.md gives for its reference machine.
+metrics, no domain errors. (The machine's bare aiohttp rate is ``bench.bare``'s.)
 
 Usage: ``PORT=8080 python -m bench.plain_queue web`` (environment: ``REDIS_URL``,
 ``PLAIN_PREFIX``, ``JWT_SECRET``, ``QUEUE_ACTIVE_LIMIT``).
@@ -95,11 +94,6 @@ async def my_place(request: web.Request) -> web.Response:
                               "active_until": _iso(place.active_until)})
 
 
-async def bare(request: web.Request) -> web.Response:
-    """``GET /bare``: a constant JSON answer, for the machine's bare aiohttp rate."""
-    return web.json_response({"ok": True})
-
-
 def main() -> None:
     """``web``."""
     if sys.argv[1:] != ["web"]:
@@ -110,7 +104,6 @@ def main() -> None:
                             int(os.environ.get("QUEUE_ACTIVE_LIMIT", "100")), 600, 3600)
     app.router.add_post("/api/v1/queue/tokens", take_token)
     app.router.add_get("/api/v1/queue/tokens/me", my_place)
-    app.router.add_get("/bare", bare)
     web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), access_log=None,
                 print=None, reuse_port=True)  # (``bench.queue --webs 2`` runs two)
 

@@ -12,7 +12,9 @@ and Redis prefix (``bench.common.scratch_env``), then runs two phases:
    the ``jobs`` table is polled until every job is terminal. Prints accepted/s, the time
    from the first submit until all jobs were terminal, jobs/s end to end, and checks the
    invariant in the database: S issued (``user_coupons`` and ``coupons.issued``),
-   N - S jobs failed with ``COUPON_SOLD_OUT``, nobody holds two.
+   N - S jobs failed with ``COUPON_SOLD_OUT``, nobody holds two. The time is judged by
+   DESIGN's 5 s scaled by the machine's speed, measured just before the burst with
+   ``bench.bare`` (``bench.common.Speed``; wrk needed), the unscaled verdict beside it.
 2. orders + payments -- P products with large stock, U users with points; for D seconds
    C clients loop: ``POST /orders`` (1-3 random lines), then ``POST /orders/{id}/payment``,
    both with ``Prefer: wait=5`` (and a long poll of the job should that not suffice).
@@ -37,6 +39,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import subprocess
 import time
 from collections import Counter
@@ -49,7 +52,7 @@ import peewee
 import redis
 import redis.asyncio as aioredis
 
-from bench.common import latency_line, machine, scratch_env
+from bench.common import BareAiohttp, latency_line, machine, scratch_env
 from db.connection import connect_database
 from db.models import PointHistory, PointWallet, Product, User
 from db.settings import Settings
@@ -300,9 +303,12 @@ def burst_invariant(database: peewee.Database, coupon_id: int, users: int,
     return all(ok for ok, _ in checks), notes
 
 
+BURST_SECONDS = 5.0  # DESIGN.md, set on its reference machine
+
+
 def run_burst(args: argparse.Namespace, env: dict[str, str], stack: Stack,
               database: peewee.Database, meter: CpuMeter) -> bool:
-    """Phase 1; True if the invariant holds."""
+    """Phase 1; True if the invariant holds (the time is reported, not part of that)."""
     print(f"\n== coupon burst: {args.users:,} users, stock {args.stock:,} ==")
     t = time.perf_counter()
     ids = insert_users(database, "burst_", args.users, 0)
@@ -314,6 +320,14 @@ def run_burst(args: argparse.Namespace, env: dict[str, str], stack: Stack,
     print(f"set-up: {len(ids):,} users + tokens + coupon {coupon['id']} in "
           f"{time.perf_counter() - t:.1f}s; workers polling after "
           f"{wait_for_workers(env, args.worker_processes):.1f}s; load {load()}")
+    speed = None
+    if shutil.which("wrk"):
+        bare = BareAiohttp(env)
+        try:
+            speed = bare.measure()
+        finally:
+            bare.stop()
+        print(f"the machine now: {speed}")
     time.sleep(args.settle)
 
     meter.start()
@@ -337,8 +351,10 @@ def run_burst(args: argparse.Namespace, env: dict[str, str], stack: Stack,
           f"{at_submit_end:,} already terminal when the last answer came")
     print("  " + latency_line(f"answer latency ({args.connections} in flight)", burst.latencies))
     print(f"first submit -> all {recorded:,} jobs terminal: {total:.2f}s = "
-          f"{recorded / total:,.0f} jobs/s end to end "
-          f"(target <= 5 s: {'met' if total <= 5 else 'MISSED'})")
+          f"{recorded / total:,.0f} jobs/s end to end; target " + (
+              speed.verdict(total, BURST_SECONDS, "s") if speed else
+              f"<= 5 s (unscaled: no wrk for bare aiohttp): "
+              f"{'met' if total <= BURST_SECONDS else 'MISSED'}"))
     print(f"  server clocks: jobs recorded over {float(created):.2f}s, worked from first start "
           f"to last finish {float(first_start):.2f}s, first record to last finish "
           f"{float(last_finish):.2f}s")

@@ -1,8 +1,13 @@
-"""``bench.queue``'s summary: the target's verdict and the machine-scaled line beside it."""
+"""The benches' reading of DESIGN.md's absolute targets: scaled by the machine's speed
+(``bench.common.Speed``), measured with ``bench.bare``; and ``bench.queue``'s summary."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 from bench import queue
+from bench.common import PlainStack, Speed
 
 
 def wrk(rate: float, p99: str) -> str:
@@ -12,22 +17,49 @@ def wrk(rate: float, p99: str) -> str:
             f"Requests/sec:  {rate}\n")
 
 
-def test_the_line_scales_with_bare_aiohttp_and_never_drops_under_10_ms() -> None:
-    assert queue.scaled_line(21_800) == 10.0
-    assert queue.scaled_line(43_600) == 10.0  # a faster machine keeps the 10 ms line
-    assert round(queue.scaled_line(10_900), 6) == 20.0
+def test_a_target_scales_with_bare_aiohttp_both_ways() -> None:
+    assert Speed(21_800, 5.0).line(10) == 10.0
+    assert round(Speed(10_900, 9.0).line(10), 6) == 20.0  # half as fast: twice the time
+    assert round(Speed(43_600, 3.0).line(25), 6) == 12.5  # twice as fast: half
 
 
-def test_the_summary_gives_the_target_and_the_scaled_line_apart(capsys) -> None:
-    # Given a machine at half the reference's bare rate, a token p99 of 15 ms (over the
-    # target, within the scaled 20 ms) and a poll p99 of 25 ms (over both)
+def test_a_verdict_gives_the_scaled_line_and_the_unscaled_one() -> None:
+    slow = Speed(10_900, 9.0)
+    assert slow.verdict(15.0, 10, "ms") == "<= 10 ms x 2.00 = 20.0 ms: met (unscaled: missed)"
+    assert slow.verdict(21.0, 10, "ms") == "<= 10 ms x 2.00 = 20.0 ms: MISSED (unscaled: missed)"
+    fast = Speed(43_600, 3.0)
+    assert fast.verdict(4.0, 5, "s") == "<= 5 s x 0.50 = 2.5 s: MISSED (unscaled: met)"
+
+
+def test_the_summary_judges_each_phase_by_the_speed_measured_before_it(capsys) -> None:
+    # Given a token issue measured at half the reference's speed (p99 15 ms) and a poll
+    # measured at the reference's speed (p99 12 ms)
     queue.compare({
-        "bazaar": {"issue": wrk(5000, "15.00ms"), "poll": wrk(6000, "25.00ms")},
-        "plain": {"issue": wrk(2000, "40.00ms"), "poll": wrk(2000, "50.00ms"),
-                  "bare": wrk(10_900, "9.00ms")},
-    })
-    out = capsys.readouterr().out
-    # Then the target's verdicts stay DESIGN.md's, and the scaled line is printed apart
-    assert "token issue p99 (ms)" in out and out.count("p99 <= 10 ms: MISSED") == 2
-    assert ("10 ms scaled by bare aiohttp (21,800 / 10,900) = 20.0 ms; "
-            "token issue 15.00 ms within, position poll 25.00 ms over") in out
+        "bazaar": {"issue": wrk(5000, "15.00ms"), "poll": wrk(6000, "12.00ms")},
+        "plain": {"issue": wrk(2000, "40.00ms"), "poll": wrk(2000, "50.00ms")},
+    }, {"issue": Speed(10_900, 9.0), "poll": Speed(21_800, 5.0)})
+    out = " ".join(capsys.readouterr().out.split())
+    # Then each p99 meets or misses its own line, and the unscaled verdict is beside it
+    assert ("token issue p99 (ms) 15.00 40.00 0.38 "
+            "<= 10 ms x 2.00 = 20.0 ms: met (unscaled: missed)") in out
+    assert ("position poll p99 (ms) 12.00 50.00 0.24 "
+            "<= 10 ms x 1.00 = 10.0 ms: MISSED (unscaled: missed)") in out
+    assert "token issue (req/s) 5,000 2,000 2.50 (0.46 of bare aiohttp)" in out
+
+
+def test_the_summary_without_plain_still_judges(capsys) -> None:
+    queue.compare({"bazaar": {"issue": wrk(5000, "8.00ms"), "poll": wrk(6000, "9.00ms")},
+                   "plain": {}}, {"issue": Speed(21_800, 5.0), "poll": Speed(21_800, 5.0)})
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("met (unscaled: met)") == 2
+    assert "token issue p99 (ms) 8.00 - - <= 10 ms" in out
+
+
+def test_bare_aiohttp_answers_a_constant() -> None:
+    stack = PlainStack({}, module="bench.bare")
+    stack.start_web()
+    try:
+        with urllib.request.urlopen(f"{stack.api.base}/bare", timeout=5) as reply:
+            assert reply.status == 200 and json.load(reply) == {"ok": True}
+    finally:
+        stack.stop()
