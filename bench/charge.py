@@ -225,7 +225,8 @@ class Figures:
 
 
 def accept(args: argparse.Namespace, base: str, tokens: list[str], web: int,
-           recorded: Callable[[], int], figures: Figures, bare: BareAiohttp | None) -> int:
+           recorded: Callable[[], int], figures: Figures,
+           bare: BareAiohttp | None = None) -> int:
     """The accept phase against ``base`` (workers stopped); the commands it recorded.
     With ``bare``, the machine's speed is measured first."""
     if bare is not None:
@@ -276,7 +277,7 @@ def report_drain(database: peewee.Database, offsets: str, worker: int, figures: 
 
 
 def run_bazaar(args: argparse.Namespace, env: dict[str, str], database: peewee.Database,
-               bare: BareAiohttp | None) -> tuple[Figures, list[str]]:
+               bare: BareAiohttp | None = None) -> tuple[Figures, list[str]]:
     """Phases 1-3 on Bazaar's processes; the figures and the users' tokens."""
     stack, figures = Stack(env), Figures()
     try:
@@ -327,7 +328,7 @@ def plain_rows(database: peewee.Database) -> int:
 
 
 def run_plain(args: argparse.Namespace, env: dict[str, str], database: peewee.Database,
-              tokens: list[str], bare: BareAiohttp | None) -> Figures:
+              tokens: list[str], bare: BareAiohttp | None = None) -> Figures:
     """Phases 1 and 2 on the plain reference."""
     namespace = f"{env['REDIS_PREFIX']}-plain:dramatiq"  # under the scratch prefix
     stack = PlainStack({**env, "PLAIN_NAMESPACE": namespace}, module="bench.plain_charge")
