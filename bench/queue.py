@@ -211,14 +211,13 @@ def main() -> None:
             print(f"ticket open: {len(racers)} active users, 50 seats: all {done} jobs terminal "
                   f"in {took:.2f}s = {done / took:,.0f} jobs/s; {len(seats)} seats held, "
                   f"no seat twice: {'PASS' if ok else 'FAIL'} (jobs before: {before})")
-        finally:
             stack.stop()
-            database.close_all()
-        try:
             if not args.skip_plain:
                 run_plain(args, env, client, tokens, bearer, joiners, sample, cid, ids, figures)
         finally:
+            stack.stop()
             bare.stop()
+            database.close_all()
         compare(figures, speeds)
 
 
