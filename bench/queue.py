@@ -171,7 +171,7 @@ def main() -> None:
             print(f"fill: {size:,} waiting, {client.zcard(room.keys(cid)[1])} active "
                   f"(direct joins took {time.perf_counter() - began:.1f}s)")
 
-            sample = random.Random(1).sample(ids[:args.tokens], 5000)
+            sample = random.Random(1).sample(ids[:args.tokens], min(5000, args.tokens))
             polls = poll_headers(client, env["REDIS_PREFIX"], cid, sample, bearer)
             for connections in (4, 16, 64):
                 if connections == 64:
