@@ -220,11 +220,11 @@ class Speed:
     64 connections, wrk), against DESIGN.md's reference machine's 21,800.
 
     DESIGN.md reads every target as a ratio to a reference measured in the same run,
-    because machines of this kind differ several-fold; its three absolute figures (the
-    door's p99, the coupon burst's time, the waiting room's p99) were set on its reference
-    machine. ``line`` scales such a figure to this machine by bare aiohttp, measured just
-    before the phase it judges: a machine half as fast is given twice the time, a faster
-    one less.
+    because machines of this kind differ several-fold; its times (the door's p99, the
+    steady submit->terminal latency, the coupon burst, the waiting room's p99) were set on
+    its reference machine. ``line`` scales such a time to this machine by bare aiohttp,
+    measured just before the phase it judges: a machine half as fast is given twice the
+    time, a faster one less.
     """
 
     bare: float  # answers a second
