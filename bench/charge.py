@@ -41,9 +41,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -62,7 +60,10 @@ from bench.common import (
     machine,
     percentile,
     pgbench,
+    run_wrk,
     scratch_env,
+    wrk_ms,
+    wrk_percentiles,
 )
 from bench.pacer import Pacer, post_request
 from bench.shop import code_version, insert_users, load, mint_tokens, scalar
@@ -121,30 +122,18 @@ request = function()
   return wrk.format("POST", "/api/v1/points/charge", headers, '{"amount":1}')
 end
 """
-WRK_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def wrk_ms(text: str | None) -> float:
-    """A wrk duration (``850.00us``, ``12.34ms``, ``1.02s``) in milliseconds."""
-    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text or "")
-    return float(found.group(1)) * WRK_MS[found.group(2)] if found else math.nan
-
 
 def wrk_loop(base: str, tokens: list[str], seconds: float, connections: int) -> tuple:
     """The accept phase with wrk (C, one thread), which costs the server's CPU far less:
     (2xx answers, seconds, percentiles ``{"50": "1.2ms", ...}``, what went wrong or "")."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % ", ".join(f'"{t}"' for t in tokens))
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", script.name,
-         base], capture_output=True, text=True, check=True).stdout
-    os.unlink(script.name)
+    out = run_wrk(base, WRK_SCRIPT % ", ".join(f'"{t}"' for t in tokens), int(seconds),
+                  connections)
     total, took = re.search(r"(\d+) requests in (\S+?),", out).groups()
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sockets = re.search(r"Socket errors: (.*)", out)
     wrong = "; ".join(([f"{errors.group(1)} non-2xx answers"] if errors else [])
                       + ([f"socket errors: {sockets.group(1)}"] if sockets else []))
-    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    pct = wrk_percentiles(out)
     return int(total) - int(errors.group(1) if errors else 0), wrk_ms(took) / 1000, pct, wrong
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import platform
 import re
@@ -207,11 +208,23 @@ def wrk_rate(out: str) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
+WRK_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def wrk_ms(text: str | None) -> float:
+    """A wrk duration (``850.00us``, ``12.34ms``, ``1.02s``) in milliseconds."""
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text or "")
+    return float(found.group(1)) * WRK_MS[found.group(2)] if found else math.nan
+
+
+def wrk_percentiles(out: str) -> dict[str, str]:
+    """wrk's ``--latency`` percentiles: ``{"50": "1.2ms", "90": ..., "99": ...}``."""
+    return dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+
+
 def wrk_p99_ms(out: str) -> float:
     """wrk's p99 latency in milliseconds."""
-    value = dict(re.findall(r"^\s+(99)%\s+(\S+)$", out, re.M))["99"]
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return wrk_ms(wrk_percentiles(out)["99"])
 
 
 @dataclass(frozen=True)

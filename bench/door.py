@@ -25,8 +25,16 @@ import time
 
 import redis
 
-from bench.charge import DOOR_P99_MS, wrk_loop, wrk_ms
-from bench.common import BareAiohttp, PlainStack, Speed, delete_prefixed, machine, scratch_env
+from bench.charge import DOOR_P99_MS, wrk_loop
+from bench.common import (
+    BareAiohttp,
+    PlainStack,
+    Speed,
+    delete_prefixed,
+    machine,
+    scratch_env,
+    wrk_ms,
+)
 from bench.shop import insert_users, mint_tokens
 from db.connection import connect_database
 from jobs import records

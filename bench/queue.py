@@ -49,6 +49,7 @@ from bench.common import (
     run_wrk,
     scratch_env,
     wrk_p99_ms,
+    wrk_percentiles,
     wrk_rate,
 )
 from db.connection import connect_database
@@ -79,10 +80,9 @@ def make_users(database, count: int) -> list[int]:
 
 def summary(out: str) -> str:
     """requests/s, non-2xx count and latency percentiles from wrk's output."""
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    pct = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
-    return (f"{float(rate):,.0f} req/s, p50={pct.get('50')} p90={pct.get('90')} "
+    pct = wrk_percentiles(out)
+    return (f"{wrk_rate(out):,.0f} req/s, p50={pct.get('50')} p90={pct.get('90')} "
             f"p99={pct.get('99')}, non-2xx={errors.group(1) if errors else 0}")
 
 
@@ -276,10 +276,11 @@ def compare(figures: dict[str, dict[str, str]], speeds: dict[str, Speed]) -> Non
 
     for phase, name in PHASES:
         ours, theirs, speed = figures["bazaar"][phase], figures["plain"].get(phase), speeds[phase]
-        row(f"{name} (req/s)", wrk_rate(ours), theirs and wrk_rate(theirs), "{:,.0f}",
-            f"({wrk_rate(ours) / speed.bare:.2f} of bare aiohttp)")
-        row(f"{name} p99 (ms)", wrk_p99_ms(ours), theirs and wrk_p99_ms(theirs), "{:.2f}",
-            speed.verdict(wrk_p99_ms(ours), TARGET_MS, "ms"))
+        rate, p99 = wrk_rate(ours), wrk_p99_ms(ours)
+        row(f"{name} (req/s)", rate, theirs and wrk_rate(theirs), "{:,.0f}",
+            f"({rate / speed.bare:.2f} of bare aiohttp)")
+        row(f"{name} p99 (ms)", p99, theirs and wrk_p99_ms(theirs), "{:.2f}",
+            speed.verdict(p99, TARGET_MS, "ms"))
     print("(each line: 10 ms x the reference machine's bare aiohttp rate over this machine's, "
           "measured just before the phase)")
 
