@@ -101,6 +101,29 @@ def test_a_script_flushed_from_redis_is_loaded_again(redis_prefix: str) -> None:
     assert read == b"1"  # (queued before the NOSCRIPT retries: one turn, one pipeline)
 
 
+def test_script_calls_join_the_batch_and_a_pipeline_still_runs_them(
+        redis_prefix: str, sent: list[int]) -> None:
+    key = f"{redis_prefix}:pipelined:batched-script"
+
+    async def scenario() -> tuple[list, list]:
+        client = redis_client(REDIS_URL)
+        script = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        try:
+            together = await asyncio.gather(*(script(keys=[key], args=[1]) for _ in range(20)))
+            async with client.pipeline(transaction=True) as pipe:
+                await script(keys=[key], args=[100], client=pipe)
+                piped = await pipe.execute()
+            return together, piped
+        finally:
+            await client.delete(key)
+            await client.aclose()
+
+    together, piped = run(scenario())
+    assert sorted(together) == list(range(1, 21))
+    assert sent[0] == 20  # (one write for the twenty calls)
+    assert piped == [120]
+
+
 def test_an_unreachable_redis_fails_every_caller_and_hangs_none() -> None:
     async def scenario() -> list:
         client = redis_client(f"redis://127.0.0.1:{free_port()}/0")

@@ -152,3 +152,16 @@ def test_a_join_not_known_to_exist_leaves_a_concert_without_a_line_alone(room, c
     # Then unchecked joins go straight in
     place = r.parse_join(r.join(7, 2, "token-2", clock.now(), known=False))
     assert (place.status, place.position) == ("WAITING", 1)
+
+
+def test_times_travel_to_redis_as_exact_unix_milliseconds() -> None:
+    from datetime import datetime
+
+    from jobs.clock import unix
+    from workers.waiting_room import from_millis, millis
+
+    moment = datetime(2026, 11, 27, 12, 0, 0, 123_999)
+    assert millis(moment) == 1_795_780_800_123 == int(unix(moment) * 1000)
+    assert from_millis(b"1795780800123") == moment.replace(microsecond=123_000)
+    assert from_millis("1795780800123.0") == from_millis(1_795_780_800_123)
+    assert millis(datetime(1970, 1, 1)) == 0

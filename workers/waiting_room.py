@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
-
-from jobs.clock import from_unix, unix
 
 _JOIN = """
 if ARGV[8] == '0' and redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then
@@ -111,14 +109,18 @@ return 1
 """
 
 
+_EPOCH = datetime(1970, 1, 1)  # (naive UTC, as every stored time)
+_MS = timedelta(milliseconds=1)
+
+
 def millis(now: datetime) -> int:
-    """Naive-UTC datetime to unix milliseconds."""
-    return int(unix(now) * 1000)
+    """Naive-UTC datetime to unix milliseconds (exact: no float on the way)."""
+    return (now - _EPOCH) // _MS
 
 
 def from_millis(ms: Any) -> datetime:
     """Unix milliseconds to naive UTC."""
-    return from_unix(int(float(ms)) / 1000)
+    return _EPOCH + timedelta(milliseconds=int(float(ms)))
 
 
 def _text(value: Any) -> Any:
