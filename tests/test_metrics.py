@@ -217,3 +217,33 @@ def test_queue_view_reads_the_in_process_stub_broker(own_settings):
                        "oldest_age_seconds": pytest.approx(3, abs=0.01), "delayed": 1,
                        "dead": 0}
     assert rows[0]["depth"] == 0 and rows[0]["oldest_age_seconds"] == 0.0
+
+
+def test_http_metrics_count_each_series_and_fill_each_latency_bucket_once() -> None:
+    from web.metrics import HTTP_BUCKETS, HttpMetrics, exposition
+
+    http = HttpMetrics()
+    for seconds in (0.0004, 0.001, 0.003, 0.003, 20.0):  # (0.001: on a bound, within it)
+        http.observe("GET", "/queue/tokens/me", 200, seconds)
+    http.observe("GET", "/queue/tokens/me", 410, 0.002)
+    http.observe("BREW", "/queue/tokens/me", 405, 0.0001)
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(exposition(http, []).decode()):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    route = "/queue/tokens/me"
+    assert value(samples, "bazaar_http_requests_total", method="GET", route=route,
+                 status="200") == 5
+    assert value(samples, "bazaar_http_requests_total", method="GET", route=route,
+                 status="410") == 1
+    assert value(samples, "bazaar_http_requests_total", method="OTHER", route=route,
+                 status="405") == 1
+    buckets = {le: value(samples, "bazaar_http_request_duration_seconds_bucket",
+                         route=route, le=le)
+               for le in [*(str(b) for b in HTTP_BUCKETS), "+Inf"]}
+    assert buckets["0.001"] == 3  # 0.0001, 0.0004 and 0.001
+    assert buckets["0.0025"] == 4 and buckets["0.005"] == 6
+    assert buckets["10.0"] == 6 and buckets["+Inf"] == 7
+    assert value(samples, "bazaar_http_request_duration_seconds_count", route=route) == 7
+    assert value(samples, "bazaar_http_request_duration_seconds_sum",
+                 route=route) == pytest.approx(20.0095)
