@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 import redis
 
-from workers.waiting_room import WaitingRoom
+from jobs.clock import unix
+from web.app import redis_client
+from workers.waiting_room import StatusReads, WaitingRoom, from_millis, millis
 
 
 @pytest.fixture
@@ -155,13 +159,83 @@ def test_a_join_not_known_to_exist_leaves_a_concert_without_a_line_alone(room, c
 
 
 def test_times_travel_to_redis_as_exact_unix_milliseconds() -> None:
-    from datetime import datetime
-
-    from jobs.clock import unix
-    from workers.waiting_room import from_millis, millis
-
     moment = datetime(2026, 11, 27, 12, 0, 0, 123_999)
     assert millis(moment) == 1_795_780_800_123 == int(unix(moment) * 1000)
     assert from_millis(b"1795780800123") == moment.replace(microsecond=123_000)
     assert from_millis("1795780800123.0") == from_millis(1_795_780_800_123)
     assert millis(datetime(1970, 1, 1)) == 0
+
+
+def test_a_turns_reads_go_as_one_call_per_concert_each_with_its_own_answer(room, clock,
+                                                                             settings):
+    # Given two concerts' lines: 40 users in concert 1 (3 active), 10 in concert 2
+    r = room(limit=3)
+    for user in range(1, 41):
+        join(r, user, clock.now(), concert=1)
+    for user in range(101, 111):
+        join(r, user, clock.now(), concert=2)
+    expected = {(c, u): status(r, u, clock.now(), concert=c)
+                for c, users in ((1, range(1, 41)), (2, range(101, 111))) for u in users}
+    later = clock.now() + timedelta(seconds=30)
+
+    async def scenario():
+        client = redis_client(settings.redis_url)
+        try:
+            aroom = WaitingRoom(client, r.prefix, 3, 600, 120)
+            reads = StatusReads(aroom)
+            calls: list[int] = []
+            statuses = aroom.statuses
+
+            def counted(concert_id, batch):
+                calls.append(len(batch))
+                return statuses(concert_id, batch)
+
+            aroom.statuses = counted
+            # When all of them poll in one turn (user 5 without touching), one token wrong
+            places = await asyncio.gather(
+                *(reads.status(c, u, f"token-{u}", later, touch=u != 5) for c, u in expected),
+                reads.status(1, 7, "not-the-token", later))
+            return places, calls
+        finally:
+            await client.aclose()
+
+    places, calls = asyncio.run(scenario())
+    # Then one script call per concert went out, and each read got its own answer
+    assert sorted(calls) == [10, 41]
+    assert places[:-1] == list(expected.values())
+    assert places[-1].status == "EXPIRED"
+    # ... each with its own touch: user 5's last poll is the one before, user 6's is now
+    client = redis.Redis.from_url(settings.redis_url)
+    seen = r.keys(1)[2]
+    assert client.zscore(seen, 6) > client.zscore(seen, 5)
+
+
+def test_a_failed_read_fails_each_of_its_readers_and_one_that_leaves_disturbs_none(
+        room, clock, settings):
+
+    r = room(limit=0)
+    for user in (1, 2, 3):
+        join(r, user, clock.now())
+
+    async def scenario():
+        good = redis_client(settings.redis_url)
+        dead = redis_client("redis://127.0.0.1:1/0")  # (nothing listens there)
+        try:
+            reads = StatusReads(WaitingRoom(good, r.prefix, 0, 600, 120))
+            leaving = asyncio.ensure_future(reads.status(1, 1, "token-1", clock.now()))
+            staying = asyncio.ensure_future(reads.status(1, 2, "token-2", clock.now()))
+            await asyncio.sleep(0)
+            leaving.cancel()
+            kept = await staying
+            down = StatusReads(WaitingRoom(dead, r.prefix, 0, 600, 120))
+            failed = await asyncio.gather(down.status(1, 2, "token-2", clock.now()),
+                                          down.status(1, 3, "token-3", clock.now()),
+                                          return_exceptions=True)
+            return leaving.cancelled(), kept, failed
+        finally:
+            await good.aclose()
+            await dead.aclose()
+
+    cancelled, kept, failed = asyncio.run(scenario())
+    assert cancelled and (kept.status, kept.position) == ("WAITING", 2)
+    assert all(isinstance(e, redis.exceptions.ConnectionError) for e in failed), failed

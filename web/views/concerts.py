@@ -18,9 +18,10 @@ from web.responses import json_response
 from web.routing import Route
 from web.shapes import Int, Items, Page, Text
 from web.validation import PAGING, page_params, path_id
-from workers.waiting_room import WaitingRoom
+from workers.waiting_room import StatusReads, WaitingRoom
 
 ROOM = web.AppKey("waiting_room", WaitingRoom)
+READS = web.AppKey("waiting_room_reads", StatusReads)
 MAX_DATES = 60
 
 
@@ -127,9 +128,7 @@ async def require_active(request: web.Request, concert_id: int | None) -> tuple[
     if concert_id is not None and claims["cid"] != concert_id:
         raise DomainError("QUEUE_TOKEN_NOT_ACTIVE", "this queue token is for another concert",
                           status=403)
-    room = request.app[ROOM]
-    place = room.parse_status(await room.status(claims["cid"], user_id, claims["token"],
-                                                utcnow()))
+    place = await request.app[READS].status(claims["cid"], user_id, claims["token"], utcnow())
     if place.status == "EXPIRED":
         raise DomainError("QUEUE_TOKEN_EXPIRED", "the queue token has expired", status=410)
     if place.status != "ACTIVE":
@@ -158,13 +157,12 @@ async def my_place(request: web.Request) -> web.Response:
     """``GET /queue/tokens/me``: status, position and estimated wait (changes no one's place)."""
     user_id = await require_user(request)
     claims = _queue_claims(request, user_id)
-    room = request.app[ROOM]
-    place = room.parse_status(await room.status(claims["cid"], user_id, claims["token"],
-                                                utcnow(), touch=True))
+    place = await request.app[READS].status(claims["cid"], user_id, claims["token"],
+                                            utcnow(), touch=True)
     if place.status == "EXPIRED":
         raise DomainError("QUEUE_TOKEN_EXPIRED", "the queue token has expired", status=410)
     return json_response({"status": place.status, "position": place.position,
-                          "estimated_wait_seconds": room.estimated_wait(place),
+                          "estimated_wait_seconds": request.app[ROOM].estimated_wait(place),
                           "active_until": iso(place.active_until)})
 
 
