@@ -70,7 +70,7 @@ async def take_token(request: web.Request) -> web.Response:
                         "typ": "queue", "jti": uuid.uuid4().hex, "iat": now,
                         "exp": now + 86_400}, os.environ["JWT_SECRET"], algorithm="HS256")
     room = request.app[ROOM]
-    place = room.parse_join(await room.join(cid, user_id, token, utcnow()))
+    place = room.parse_join((await room.joins(cid, [(user_id, token, utcnow())]))[0])
     return web.json_response({"token": place.token, "status": place.status,
                               "position": place.position,
                               "active_until": _iso(place.active_until)},
@@ -85,8 +85,8 @@ async def my_place(request: web.Request) -> web.Response:
     if int(claims["sub"]) != user_id or not isinstance(claims.get("cid"), int):
         raise web.HTTPUnauthorized()
     room = request.app[ROOM]
-    place = room.parse_status(await room.status(claims["cid"], user_id, token, utcnow(),
-                                                touch=True))
+    reads = [(user_id, token, utcnow(), True)]
+    place = room.parse_status((await room.statuses(claims["cid"], reads))[0])
     if place.status == "EXPIRED":
         raise web.HTTPGone()
     return web.json_response({"status": place.status, "position": place.position,

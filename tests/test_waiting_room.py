@@ -12,7 +12,7 @@ import redis
 
 from jobs.clock import unix
 from web.app import redis_client
-from workers.waiting_room import StatusReads, WaitingRoom, from_millis, millis
+from workers.waiting_room import TurnRoom, WaitingRoom, from_millis, millis
 
 
 @pytest.fixture
@@ -182,7 +182,7 @@ def test_a_turns_reads_go_as_one_call_per_concert_each_with_its_own_answer(room,
         client = redis_client(settings.redis_url)
         try:
             aroom = WaitingRoom(client, r.prefix, 3, 600, 120)
-            reads = StatusReads(aroom)
+            reads = TurnRoom(aroom)
             calls: list[int] = []
             statuses = aroom.statuses
 
@@ -221,13 +221,13 @@ def test_a_failed_read_fails_each_of_its_readers_and_one_that_leaves_disturbs_no
         good = redis_client(settings.redis_url)
         dead = redis_client("redis://127.0.0.1:1/0")  # (nothing listens there)
         try:
-            reads = StatusReads(WaitingRoom(good, r.prefix, 0, 600, 120))
+            reads = TurnRoom(WaitingRoom(good, r.prefix, 0, 600, 120))
             leaving = asyncio.ensure_future(reads.status(1, 1, "token-1", clock.now()))
             staying = asyncio.ensure_future(reads.status(1, 2, "token-2", clock.now()))
             await asyncio.sleep(0)
             leaving.cancel()
             kept = await staying
-            down = StatusReads(WaitingRoom(dead, r.prefix, 0, 600, 120))
+            down = TurnRoom(WaitingRoom(dead, r.prefix, 0, 600, 120))
             failed = await asyncio.gather(down.status(1, 2, "token-2", clock.now()),
                                           down.status(1, 3, "token-3", clock.now()),
                                           return_exceptions=True)
@@ -239,3 +239,44 @@ def test_a_failed_read_fails_each_of_its_readers_and_one_that_leaves_disturbs_no
     cancelled, kept, failed = asyncio.run(scenario())
     assert cancelled and (kept.status, kept.position) == ("WAITING", 2)
     assert all(isinstance(e, redis.exceptions.ConnectionError) for e in failed), failed
+
+
+def test_a_turns_joins_go_as_one_call_and_each_gets_its_own_place(room, clock, settings):
+    r = room(limit=2)
+    join(r, 1, clock.now(), concert=3)  # (concert 3 has a line; concert 4 has none)
+
+    async def scenario():
+        client = redis_client(settings.redis_url)
+        try:
+            aroom = WaitingRoom(client, r.prefix, 2, 600, 120)
+            calls: list[int] = []
+            joins = aroom.joins
+
+            def counted(concert_id, batch, known):
+                calls.append(len(batch))
+                return joins(concert_id, batch, known)
+
+            aroom.joins = counted
+            turns = TurnRoom(aroom)
+            # When 30 users join concert 3 in one turn (user 1 again), and 3 join concert 4
+            # before anyone has checked that it exists
+            places = await asyncio.gather(
+                *(turns.join(3, u, f"token-{u}", clock.now(), known=False)
+                  for u in range(1, 31)),
+                *(turns.join(4, u, f"token-{u}", clock.now(), known=False)
+                  for u in (1, 2, 3)))
+            return places, calls
+        finally:
+            await client.aclose()
+
+    places, calls = asyncio.run(scenario())
+    assert sorted(calls) == [3, 30]
+    line, no_line = places[:30], places[30:]
+    # Then user 1 keeps their place, one more becomes active, and the rest wait in order
+    assert (line[0].token, line[0].created, line[0].status) == ("token-1", False, "ACTIVE")
+    assert [p.status for p in line[1:]] == ["ACTIVE"] + ["WAITING"] * 28
+    assert [p.position for p in line[2:]] == list(range(1, 29))
+    assert all(p.created for p in line[1:])
+    # ... and a concert without a line is left alone, for each of its joiners
+    assert no_line == [None, None, None]
+    assert status(r, 1, clock.now(), concert=4).status == "EXPIRED"

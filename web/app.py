@@ -50,7 +50,7 @@ from workers.bootstrap import make_waiting_room
 from workers.coupon_gate import CouponGate
 from workers.limits import Limits
 from workers.rankings import BestSellerCache
-from workers.waiting_room import StatusReads
+from workers.waiting_room import TurnRoom
 
 log = logging.getLogger(__name__)
 OPENAPI = web.AppKey("openapi", dict)
@@ -368,7 +368,7 @@ def create_app(
     )
     app[LIMITS] = Limits.from_settings(client, settings, clock)
     app[concerts.ROOM] = make_waiting_room(client, settings)
-    app[concerts.READS] = StatusReads(app[concerts.ROOM])
+    app[concerts.TURN_ROOM] = TurnRoom(app[concerts.ROOM])
     app[shop.COUPON_GATE] = CouponGate(client, settings.redis_prefix)
     app[shop.GATE_READS] = {}
     app[shop.BEST_SELLERS] = BestSellerCache(client, settings.redis_prefix)

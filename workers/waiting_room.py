@@ -13,49 +13,60 @@ polling. Promotion, expiry of active users and removal of idle waiting users hap
 (A Lua ``false`` inside a reply would cut it short, so "no value" is ``''``.)
 
 Methods return the script's raw reply, or an awaitable of it when the client is
-``redis.asyncio``; ``parse_*`` turns a reply into plain values. (``status`` is for a sync
-client; the web process reads through :class:`StatusReads`, a turn's reads together.)
+``redis.asyncio``; ``parse_*`` turns a reply into plain values. (``status`` and ``join``
+are for a sync client; the web process goes through :class:`TurnRoom`, which sends a
+turn's calls together.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-_JOIN = """
-if ARGV[8] == '0' and redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then
-  return {'NO_LINE'}
+_JOINS = """
+local limit, ttl, concert, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if ARGV[5] == '0' and redis.call('SISMEMBER', KEYS[6], concert) == 0 then
+  local replies = {}
+  for i = 6, #ARGV, 3 do replies[#replies + 1] = {'NO_LINE'} end
+  return replies
 end
-local now, limit, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local held = redis.call('HGET', KEYS[4], ARGV[1])
-if held then
-  local active_until = redis.call('ZSCORE', KEYS[2], ARGV[1])
-  if active_until and tonumber(active_until) > now then
-    return {held, 'ACTIVE', 0, active_until, 0}
+local function join(user, token, now)
+  local held = redis.call('HGET', KEYS[4], user)
+  if held then
+    local active_until = redis.call('ZSCORE', KEYS[2], user)
+    if active_until and tonumber(active_until) > now then
+      return {held, 'ACTIVE', 0, active_until, 0}
+    end
+    local rank = redis.call('ZRANK', KEYS[1], user)
+    local seen = tonumber(redis.call('ZSCORE', KEYS[3], user) or 0)
+    if rank and seen >= now - idle then
+      redis.call('ZADD', KEYS[3], now, user)
+      return {held, 'WAITING', rank + 1, '', 0}
+    end
+    -- expired (active time over, or idle too long) but not swept yet: start afresh
+    redis.call('ZREM', KEYS[1], user)
+    redis.call('ZREM', KEYS[2], user)
   end
-  local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
-  local seen = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or 0)
-  if rank and seen >= now - tonumber(ARGV[7]) then
-    redis.call('ZADD', KEYS[3], now, ARGV[1])
-    return {held, 'WAITING', rank + 1, '', 0}
+  redis.call('HSET', KEYS[4], user, token)
+  redis.call('SADD', KEYS[6], concert)
+  if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) < limit then
+    local active_until = now + ttl
+    redis.call('ZADD', KEYS[2], active_until, user)
+    return {token, 'ACTIVE', 0, tostring(active_until), 1}
   end
-  -- expired (active time over, or idle too long) but not swept yet: start afresh
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[5]), user)
+  redis.call('ZADD', KEYS[3], now, user)
+  return {token, 'WAITING', redis.call('ZRANK', KEYS[1], user) + 1, '', 1}
 end
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[6], ARGV[6])
-if redis.call('ZCARD', KEYS[1]) == 0 and redis.call('ZCARD', KEYS[2]) < limit then
-  local active_until = now + ttl
-  redis.call('ZADD', KEYS[2], active_until, ARGV[1])
-  return {ARGV[2], 'ACTIVE', 0, tostring(active_until), 1}
+local replies = {}
+for i = 6, #ARGV, 3 do
+  replies[#replies + 1] = join(ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]))
 end
-redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[5]), ARGV[1])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-return {ARGV[2], 'WAITING', redis.call('ZRANK', KEYS[1], ARGV[1]) + 1, '', 1}
+return replies
 """
 
 _STATUSES = """
@@ -158,7 +169,7 @@ class WaitingRoom:
         self.active_limit = active_limit
         self.active_ttl_ms = active_ttl * 1000
         self.idle_ttl_ms = idle_ttl * 1000
-        self._join = client.register_script(_JOIN)
+        self._joins = client.register_script(_JOINS)
         self._statuses = client.register_script(_STATUSES)
         self._promote = client.register_script(_PROMOTE)
         self._leave = client.register_script(_LEAVE)
@@ -173,19 +184,29 @@ class WaitingRoom:
         base = f"{self.prefix}:queue:{concert_id}"
         return [f"{base}:waiting", f"{base}:active", f"{base}:seen", f"{base}:tokens"]
 
-    def join(self, concert_id: int, user_id: int, token: str, now: datetime,
-             known: bool = True):
-        """Queue ``user_id`` with ``token``, or report the token they already hold.
+    def joins(self, concert_id: int, joins: list[tuple[int, str, datetime]],
+              known: bool = True):
+        """Queue each (user, token, now) of ``joins`` in turn, in one script call, or
+        report the token a user already holds: one raw reply each (see
+        :meth:`parse_join`).
 
         With ``known=False`` (the concert's existence is not checked yet), a concert
-        that has no line yet is left alone: the reply says ``NO_LINE`` (see
-        :meth:`parse_join`), so the caller checks the concert and joins again, known.
+        that has no line yet is left alone: each reply says ``NO_LINE``, so the caller
+        checks the concert and joins again, known.
         """
         keys = [*self.keys(concert_id), f"{self.prefix}:queue:{concert_id}:arrivals",
                 self.concerts_key]
-        return self._join(keys=keys, args=[user_id, token, millis(now), self.active_limit,
-                                           self.active_ttl_ms, concert_id, self.idle_ttl_ms,
-                                           "1" if known else "0"])
+        args: list[Any] = [self.active_limit, self.active_ttl_ms, concert_id,
+                           self.idle_ttl_ms, "1" if known else "0"]
+        for user_id, token, now in joins:
+            args += [user_id, token, millis(now)]
+        return self._joins(keys=keys, args=args)
+
+    def join(self, concert_id: int, user_id: int, token: str, now: datetime,
+             known: bool = True):
+        """:meth:`joins` for one user (a sync client; the web process joins through
+        :class:`TurnRoom`)."""
+        return self.joins(concert_id, [(user_id, token, now)], known)[0]
 
     @staticmethod
     def parse_join(reply: list) -> Place | None:
@@ -209,7 +230,7 @@ class WaitingRoom:
     def status(self, concert_id: int, user_id: int, token: str, now: datetime,
                touch: bool = False):
         """Where ``token`` stands: :meth:`statuses` for one read (a sync client; the web
-        process reads through :class:`StatusReads`)."""
+        process reads through :class:`TurnRoom`)."""
         return self.statuses(concert_id, [(user_id, token, now, touch)])[0]
 
     @staticmethod
@@ -251,44 +272,41 @@ class WaitingRoom:
         return self._leave(keys=self.keys(concert_id), args=[user_id])
 
 
-class StatusReads:
-    """The status reads of one event-loop turn, one script call per concert (asyncio).
+class TurnBatches:
+    """Calls made in one event-loop turn with the same key, run as one call (asyncio).
 
-    Each read of :meth:`WaitingRoom.status` costs Redis about 10 us, three quarters of it
-    the script call's own overhead, and the web process a command to pack and a reply to
-    parse; and the turn's requests all wait until Redis has run the whole batch. Read
-    together, a turn's polls of one concert cost Redis 4-7 us each and the web one
-    command. Every read keeps its own ``now`` and ``touch``; a failed call fails each
-    of its readers, and a reader that gives up disturbs no other.
+    ``call(key, items)`` returns one reply per item, in order. Every caller gets its own
+    reply; a failed call fails each of its callers, and a caller that gives up disturbs
+    no other. A batch holds at most ``max_items``; more start the next one.
     """
 
-    def __init__(self, room: WaitingRoom, max_reads: int = 256) -> None:
-        self.room = room
-        self.max_reads = max_reads
-        self._pending: dict[int, list[tuple[tuple, asyncio.Future]]] = {}
+    def __init__(self, call: Callable[[Hashable, list], Awaitable[list]],
+                 max_items: int = 256) -> None:
+        self.call = call
+        self.max_items = max_items
+        self._open: dict[Hashable, list[tuple[Any, asyncio.Future]]] = {}
         self._running: set[asyncio.Task] = set()
 
-    async def status(self, concert_id: int, user_id: int, token: str, now: datetime,
-                     touch: bool = False) -> Place:
-        """Where ``token`` stands, read with the turn's other reads of the concert."""
+    async def add(self, key: Hashable, item: Any) -> Any:
+        """``item``'s reply, from its turn's call for ``key``."""
         loop = asyncio.get_running_loop()
         reply = loop.create_future()
-        reads = self._pending.get(concert_id)
-        if reads is None or len(reads) >= self.max_reads:
-            reads = self._pending[concert_id] = []
-            task = loop.create_task(self._read(concert_id, reads))  # (runs next turn)
+        batch = self._open.get(key)
+        if batch is None or len(batch) >= self.max_items:
+            batch = self._open[key] = []
+            task = loop.create_task(self._run(key, batch))  # (runs next turn)
             self._running.add(task)
             task.add_done_callback(self._running.discard)
-        reads.append(((user_id, token, now, touch), reply))
-        return self.room.parse_status(await reply)
+        batch.append((item, reply))
+        return await reply
 
-    async def _read(self, concert_id: int, reads: list[tuple[tuple, asyncio.Future]]) -> None:
-        if self._pending.get(concert_id) is reads:
-            del self._pending[concert_id]  # (later reads start the next call)
+    async def _run(self, key: Hashable, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        if self._open.get(key) is batch:
+            del self._open[key]  # (later calls start the next batch)
         try:
-            replies = await self.room.statuses(concert_id, [read for read, _ in reads])
+            replies = await self.call(key, [item for item, _ in batch])
         except BaseException as e:
-            for _, reply in reads:
+            for _, reply in batch:
                 if not reply.done():
                     if isinstance(e, Exception):
                         reply.set_exception(e)
@@ -297,6 +315,34 @@ class StatusReads:
             if not isinstance(e, Exception):
                 raise
             return
-        for (_, reply), value in zip(reads, replies, strict=True):
-            if not reply.done():  # (its reader has gone)
+        for (_, reply), value in zip(batch, replies, strict=True):
+            if not reply.done():  # (its caller has gone)
                 reply.set_result(value)
+
+
+class TurnRoom:
+    """The waiting room as the web process uses it: one event-loop turn's status reads of
+    a concert go to Redis as one script call, and so do its joins.
+
+    A script call costs Redis about 10 us, three quarters of it the call's own overhead,
+    and the web process a command to pack and a reply to parse; and a turn's requests
+    all wait until Redis has run the turn's whole batch. Every read and join keeps its
+    own ``now`` (and ``touch``), and is applied in turn as a call of its own would be.
+    """
+
+    def __init__(self, room: WaitingRoom) -> None:
+        self.room = room
+        self._reads = TurnBatches(lambda concert_id, reads: room.statuses(concert_id, reads))
+        self._joins = TurnBatches(lambda key, joins: room.joins(key[0], joins, key[1]))
+
+    async def status(self, concert_id: int, user_id: int, token: str, now: datetime,
+                     touch: bool = False) -> Place:
+        """Where ``token`` stands (see :meth:`WaitingRoom.statuses`)."""
+        reply = await self._reads.add(concert_id, (user_id, token, now, touch))
+        return self.room.parse_status(reply)
+
+    async def join(self, concert_id: int, user_id: int, token: str, now: datetime,
+                   known: bool = True) -> Place | None:
+        """Queue ``user_id``, or report their place (see :meth:`WaitingRoom.joins`)."""
+        reply = await self._joins.add((concert_id, known), (user_id, token, now))
+        return self.room.parse_join(reply)

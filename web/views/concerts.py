@@ -18,10 +18,10 @@ from web.responses import json_response
 from web.routing import Route
 from web.shapes import Int, Items, Page, Text
 from web.validation import PAGING, page_params, path_id
-from workers.waiting_room import StatusReads, WaitingRoom
+from workers.waiting_room import TurnRoom, WaitingRoom
 
 ROOM = web.AppKey("waiting_room", WaitingRoom)
-READS = web.AppKey("waiting_room_reads", StatusReads)
+TURN_ROOM = web.AppKey("waiting_room_turns", TurnRoom)
 MAX_DATES = 60
 
 
@@ -128,7 +128,7 @@ async def require_active(request: web.Request, concert_id: int | None) -> tuple[
     if concert_id is not None and claims["cid"] != concert_id:
         raise DomainError("QUEUE_TOKEN_NOT_ACTIVE", "this queue token is for another concert",
                           status=403)
-    place = await request.app[READS].status(claims["cid"], user_id, claims["token"], utcnow())
+    place = await request.app[TURN_ROOM].status(claims["cid"], user_id, claims["token"], utcnow())
     if place.status == "EXPIRED":
         raise DomainError("QUEUE_TOKEN_EXPIRED", "the queue token has expired", status=410)
     if place.status != "ACTIVE":
@@ -139,15 +139,14 @@ async def require_active(request: web.Request, concert_id: int | None) -> tuple[
 async def take_token(request: web.Request, body: Join) -> web.Response:
     """``POST /queue/tokens``: 201 with a new place in line, 200 with the one already held."""
     user_id = await require_user(request)
-    room = request.app[ROOM]
+    room = request.app[TURN_ROOM]
     token = request.app[TOKENS].issue_queue_token(user_id, body.concert_id)
     # One script call: a concert that already has a line exists; only a new one costs
     # a database read (and a second call).
-    place = room.parse_join(await room.join(body.concert_id, user_id, token, utcnow(),
-                                            known=False))
+    place = await room.join(body.concert_id, user_id, token, utcnow(), known=False)
     if place is None:
         await request.app[DB](concerts.require_concert, body.concert_id)
-        place = room.parse_join(await room.join(body.concert_id, user_id, token, utcnow()))
+        place = await room.join(body.concert_id, user_id, token, utcnow())
     return json_response({"token": place.token, "status": place.status,
                           "position": place.position, "active_until": iso(place.active_until)},
                          201 if place.created else 200)
@@ -157,7 +156,7 @@ async def my_place(request: web.Request) -> web.Response:
     """``GET /queue/tokens/me``: status, position and estimated wait (changes no one's place)."""
     user_id = await require_user(request)
     claims = _queue_claims(request, user_id)
-    place = await request.app[READS].status(claims["cid"], user_id, claims["token"],
+    place = await request.app[TURN_ROOM].status(claims["cid"], user_id, claims["token"],
                                             utcnow(), touch=True)
     if place.status == "EXPIRED":
         raise DomainError("QUEUE_TOKEN_EXPIRED", "the queue token has expired", status=410)
