@@ -280,3 +280,31 @@ def test_a_turns_joins_go_as_one_call_and_each_gets_its_own_place(room, clock, s
     # ... and a concert without a line is left alone, for each of its joiners
     assert no_line == [None, None, None]
     assert status(r, 1, clock.now(), concert=4).status == "EXPIRED"
+
+
+def test_turn_batches_split_at_their_limit_and_never_leave_a_caller_waiting() -> None:
+    from workers.waiting_room import TurnBatches
+
+    calls: list[tuple] = []
+
+    async def echo(key, items):
+        calls.append((key, len(items)))
+        return [f"{key}:{item}" for item in items]
+
+    async def short(key, items):
+        return items[:-1]  # (one reply too few)
+
+    async def scenario():
+        batches = TurnBatches(echo, max_items=4)
+        replies = await asyncio.gather(*(batches.add("a", n) for n in range(10)),
+                                       batches.add("b", 0))
+        failing = TurnBatches(short)
+        failed = await asyncio.wait_for(
+            asyncio.gather(failing.add("a", 1), failing.add("a", 2), return_exceptions=True),
+            timeout=5)
+        return replies, failed
+
+    replies, failed = asyncio.run(scenario())
+    assert replies == [f"a:{n}" for n in range(10)] + ["b:0"]
+    assert sorted(calls) == [("a", 2), ("a", 4), ("a", 4), ("b", 1)]
+    assert all(isinstance(e, RuntimeError) for e in failed), failed

@@ -305,6 +305,8 @@ class TurnBatches:
             del self._open[key]  # (later calls start the next batch)
         try:
             replies = await self.call(key, [item for item, _ in batch])
+            if len(replies) != len(batch):  # (no caller may wait for a reply never given)
+                raise RuntimeError(f"{len(replies)} replies to {len(batch)} calls")
         except BaseException as e:
             for _, reply in batch:
                 if not reply.done():
