@@ -138,6 +138,7 @@ class Stack:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    root: Path = ROOT  # the source tree the processes run (``bench.web_pairs``: another one)
 
     @property
     def api(self) -> Api:
@@ -148,7 +149,8 @@ class Stack:
         log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bazaar-{name}-{self.port}.log"
         with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
-                argv, cwd=ROOT, env={**os.environ, **self.env, **env}, stdout=log, stderr=log,
+                argv, cwd=self.root, env={**os.environ, **self.env, **env}, stdout=log,
+                stderr=log,
                 start_new_session=True,
             )
         self.procs[name] = proc

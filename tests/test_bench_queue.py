@@ -63,3 +63,19 @@ def test_bare_aiohttp_answers_a_constant() -> None:
             assert reply.status == 200 and json.load(reply) == {"ok": True}
     finally:
         stack.stop()
+
+
+def test_web_pairs_runs_the_base_from_its_own_tree_and_reports_medians_and_ratios() -> None:
+    from bench import web_pairs
+
+    with web_pairs.worktree("HEAD") as tree:
+        assert (tree / "web" / "app.py").exists()
+        assert web_pairs.runs_from(tree) == tree.resolve()  # (not this tree's code)
+    assert not tree.exists()  # (removed afterwards)
+    base = [(1000.0, 10.0, 80.0), (1200.0, 9.0, 70.0), (900.0, 12.0, 90.0)]
+    this = [(1100.0, 8.0, 60.0), (1320.0, 9.0, 70.0), (990.0, 6.0, 66.0)]
+    assert web_pairs.summary("base", base) == (
+        "  base  rates 1,000 1,200 900; median 1,000/s, p99 10.00 ms, "
+        "web CPU 80.0 us a request")
+    assert web_pairs.ratios(base, this) == (
+        "  this / base: rate 1.100, p99 0.800, CPU a request 0.825")
