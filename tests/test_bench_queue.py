@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
 from bench import queue
 from bench.common import PlainStack, Speed
+from tests.support import ROOT
 
 
 def wrk(rate: float, p99: str) -> str:
@@ -65,13 +68,13 @@ def test_bare_aiohttp_answers_a_constant() -> None:
         stack.stop()
 
 
-def test_web_pairs_runs_the_base_from_its_own_tree_and_reports_medians_and_ratios() -> None:
+def test_web_pairs_runs_the_base_from_its_own_tree_and_reports_medians_and_ratios(
+        tmp_path) -> None:
     from bench import web_pairs
 
-    with web_pairs.worktree("HEAD") as tree:
-        assert (tree / "web" / "app.py").exists()
-        assert web_pairs.runs_from(tree) == tree.resolve()  # (not this tree's code)
-    assert not tree.exists()  # (removed afterwards)
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "__init__.py").write_text("")
+    assert web_pairs.runs_from(tmp_path) == tmp_path.resolve()  # (not this tree's code)
     base = [(1000.0, 10.0, 80.0), (1200.0, 9.0, 70.0), (900.0, 12.0, 90.0)]
     this = [(1100.0, 8.0, 60.0), (1320.0, 9.0, 70.0), (990.0, 6.0, 66.0)]
     assert web_pairs.summary("base", base) == (
@@ -79,3 +82,13 @@ def test_web_pairs_runs_the_base_from_its_own_tree_and_reports_medians_and_ratio
         "web CPU 80.0 us a request")
     assert web_pairs.ratios(base, this) == (
         "  this / base: rate 1.100, p99 0.800, CPU a request 0.825")
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="a source tarball has no history")
+def test_web_pairs_checks_the_base_out_and_removes_it_afterwards() -> None:
+    from bench import web_pairs
+
+    with web_pairs.worktree("HEAD") as tree:
+        assert (tree / "web" / "app.py").exists()
+        assert web_pairs.runs_from(tree) == tree.resolve()
+    assert not tree.exists()

@@ -157,7 +157,7 @@ async def my_place(request: web.Request) -> web.Response:
     user_id = await require_user(request)
     claims = _queue_claims(request, user_id)
     place = await request.app[TURN_ROOM].status(claims["cid"], user_id, claims["token"],
-                                            utcnow(), touch=True)
+                                                utcnow(), touch=True)
     if place.status == "EXPIRED":
         raise DomainError("QUEUE_TOKEN_EXPIRED", "the queue token has expired", status=410)
     return json_response({"status": place.status, "position": place.position,
