@@ -28,9 +28,9 @@ from pathlib import Path
 
 import redis
 
+from bench.charge import session_cpu
 from bench.common import machine, run_wrk, scratch_env, wrk_p99_ms, wrk_rate
 from bench.queue import DAY, fill_room, lua_requests, make_users, poll_headers
-from bench.shop import cpu_snapshot
 from db.connection import connect_database
 from jobs import concerts
 from jobs.clock import utcnow
@@ -59,13 +59,6 @@ def runs_from(tree: Path) -> Path:
     out = subprocess.run([sys.executable, "-c", "import web; print(web.__file__)"],
                          cwd=tree, capture_output=True, text=True, check=True).stdout
     return Path(out.strip()).resolve().parent.parent
-
-
-def web_cpu(stack: Stack) -> float:
-    """CPU seconds so far of ``stack``'s web process."""
-    session = stack.procs["web"].pid  # (each process is a session of its own)
-    return sum(seconds for group, seconds in cpu_snapshot({"web": session}, "-").values()
-               if group == "web")
 
 
 def summary(label: str, rounds: list[tuple[float, float, float]]) -> str:
@@ -124,10 +117,11 @@ def main() -> None:
                 figures: dict[str, list[tuple[float, float, float]]] = {"base": [], "this": []}
                 for n in range(args.rounds):
                     for name in ("base", "this") if n % 2 == 0 else ("this", "base"):
-                        before = web_cpu(builds[name])
+                        web = builds[name].procs["web"].pid  # (a session of its own)
+                        before = session_cpu(web)
                         out = run_wrk(builds[name].api.base, lua, args.seconds, CONNECTIONS)
                         rate = wrk_rate(out)
-                        cpu = (web_cpu(builds[name]) - before) / (rate * args.seconds) * 1e6
+                        cpu = (session_cpu(web) - before) / (rate * args.seconds) * 1e6
                         figures[name].append((rate, wrk_p99_ms(out), cpu))
                 print(f"{route}:")
                 print(summary("base", figures["base"]))
