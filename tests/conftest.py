@@ -134,8 +134,8 @@ def process_stack(env: dict[str, str]) -> Iterator[Stack]:
     """Real ``bazaar web`` and ``bazaar worker`` processes (for crash and recovery tests:
     a module overrides ``stack`` with ``yield from process_stack(process_env)``)."""
     s = Stack(env)
-    s.start_web()
     s.start_worker(processes=1, threads=8)
+    s.start_web()
     yield s
     s.stop()
 
@@ -144,8 +144,8 @@ def process_stack(env: dict[str, str]) -> Iterator[Stack]:
 def stack(process_env: dict[str, str]) -> Iterator[InProcessStack]:
     """The web app and a worker, in this process, for the module's contract tests."""
     s = InProcessStack(process_env)
-    s.start_web()
     s.start_worker(processes=1, threads=8)
+    s.start_web()
     yield s
     s.stop()
 

@@ -156,9 +156,15 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_web(self) -> None:
-        """Start the web process and wait until it answers."""
+    def start_web(self, wait: bool = True) -> None:
+        """Start the web process and wait until it answers (``wait=False``: call
+        ``wait_web`` later, to start other processes meanwhile)."""
         self._spawn("web", [sys.executable, "-m", "web.cli", "web"], PORT=str(self.port))
+        if wait:
+            self.wait_web()
+
+    def wait_web(self) -> None:
+        """Wait until the web process answers on its port."""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -203,14 +209,23 @@ class Stack:
 
     def stop(self) -> None:
         """Stop everything (TERM, then KILL)."""
-        for name in list(self.procs):
-            proc = self.procs[name]
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            self.kill(name)
+        stop_all(self)
+
+
+def stop_all(*stacks: Stack) -> None:
+    """Stop every process of ``stacks``: TERM to each process group at once, then KILL
+    what still runs after 10 s (they shut down side by side, not one after another)."""
+    procs = [proc for stack in stacks for proc in stack.procs.values()]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for stack in stacks:
+        for name in list(stack.procs):
+            stack.kill(name)
 
 
 def two_webs(env: dict[str, str], processes: int = 2, threads: int = 8,
@@ -218,14 +233,15 @@ def two_webs(env: dict[str, str], processes: int = 2, threads: int = 8,
     """Two web processes on one database and Redis, a worker (and a scheduler) on the
     first: a module's fixture ``yield from``s it."""
     first, second = Stack(env), Stack(env)
-    first.start_web()
-    second.start_web()
     first.start_worker(processes=processes, threads=threads)
     if scheduler:
         first.start_scheduler()
+    first.start_web(wait=False)
+    second.start_web(wait=False)
+    first.wait_web()
+    second.wait_web()
     yield first, second
-    second.stop()
-    first.stop()
+    stop_all(second, first)
 
 
 def now() -> datetime:

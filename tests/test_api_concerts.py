@@ -178,8 +178,8 @@ def concert_stack(process_env: dict[str, str]) -> Iterator[InProcessStack]:
     s = InProcessStack({**process_env, "QUEUE_ACTIVE_LIMIT": str(ACTIVE_LIMIT),
                "QUEUE_ACTIVE_TTL": str(ACTIVE_TTL), "QUEUE_IDLE_TTL": str(IDLE_TTL)})
     try:
-        s.start_web()
         s.start_worker(processes=1, threads=8)
+        s.start_web()
         yield s
     finally:
         s.stop()

@@ -67,8 +67,8 @@ def limits_stack(process_env: dict[str, str], redis_prefix: str,
     s = InProcessStack({**process_env, "REDIS_PREFIX": prefix,
                         "LOGIN_FAIL_LIMIT_ADDRESS": "50"}, clock=door_clock)
     try:
-        s.start_web()
         s.start_worker(processes=1, threads=8)
+        s.start_web()
         yield s
     finally:
         s.stop()

@@ -34,9 +34,9 @@ def processes(process_env) -> Iterator[Stack]:
     key space of their own (no worker heartbeat or queue of an earlier module shows)."""
     prefix = f"{process_env['REDIS_PREFIX']}-console"
     stack = Stack({**process_env, "REDIS_PREFIX": prefix})
-    stack.start_web()
     stack.start_worker(processes=1, threads=8)
     stack.start_scheduler()
+    stack.start_web()
     yield stack
     stack.stop()
 

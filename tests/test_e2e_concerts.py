@@ -24,9 +24,9 @@ DAYS = [date(2027, 5, 1), date(2027, 5, 2)]
 @pytest.fixture(scope="module")
 def concert_stack(process_env):
     s = Stack({**process_env, "QUEUE_ACTIVE_LIMIT": "150", "QUEUE_PROMOTE_INTERVAL": "1"})
-    s.start_web()
     s.start_worker(processes=2, threads=8)
     s.start_scheduler()
+    s.start_web()
     yield s
     s.stop()
 

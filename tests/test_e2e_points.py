@@ -32,8 +32,8 @@ def balances_agree_with_history(database, usernames: list[str]) -> dict[str, int
 @pytest.fixture(scope="module")
 def big_stack(process_env):
     s = Stack(process_env)
-    s.start_web()
     s.start_worker(processes=2, threads=8)
+    s.start_web()
     yield s
     s.stop()
 

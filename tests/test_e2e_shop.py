@@ -22,8 +22,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def shop_stack(process_env):
     s = Stack(process_env)
-    s.start_web()
     s.start_worker(processes=2, threads=8)
+    s.start_web()
     yield s
     s.stop()
 

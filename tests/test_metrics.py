@@ -31,8 +31,8 @@ STALL = 1.0  # seconds: the stall threshold of this module's stack
 def stack(process_env: dict[str, str]) -> Iterator[InProcessStack]:
     """The in-process stack with a short stall threshold and heartbeat interval."""
     s = InProcessStack(process_env | {"STALL_SECONDS": str(STALL), "HEARTBEAT_INTERVAL": "0.2"})
-    s.start_web()
     s.start_worker(processes=1, threads=4)
+    s.start_web()
     yield s
     s.stop()
 

@@ -49,8 +49,8 @@ def stack(process_env) -> Iterator[Stack]:
     """A real web process (and a worker): the fuzzing client and the server each get a
     core of their own, which halves the run."""
     s = Stack(process_env)
-    s.start_web()
     s.start_worker(processes=1, threads=4)
+    s.start_web()
     yield s
     s.stop()
 
