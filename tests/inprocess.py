@@ -25,6 +25,8 @@ from db.settings import Settings
 from jobs.clock import Clock
 from tests.support import Api, free_port
 from web.app import create_app, redis_client, server_options
+from web.fastlane import LaneSite
+from web.listener import listen
 from workers import bootstrap
 
 STOP_SECONDS = 60.0  # for a worker's threads to finish what they hold
@@ -65,7 +67,7 @@ class InProcessStack:
                              redis_client(self.settings.redis_url), self.clock)
             self._runner = web.AppRunner(app, access_log=None, **server_options(self.settings))
             await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+            await LaneSite(self._runner, listen("127.0.0.1", self.port)).start()
             ready.set()
 
         def run() -> None:

@@ -1,4 +1,4 @@
-"""The soak under faults, short: ``bench.soak`` with 20 s of load instead of 5 minutes.
+"""The soak under faults, short: ``bench.soak`` with 12 s of load instead of 5 minutes.
 
 Its own PostgreSQL and Redis, 2 web, 2 worker and 2 scheduler processes; a worker, a
 web process, the active scheduler, Redis and PostgreSQL are each killed once, right
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 def test_a_short_soak_under_every_fault_keeps_every_guarantee():
     # Given the whole system under a mixed load, When each fault strikes once
-    report = run_soak(seconds=20, clients=12, outage=1.0, settle=120)
+    report = run_soak(seconds=12, clients=12, outage=1.0, settle=120)
     print(report.text)
     # Then after each fault, service came back and every job in flight finished
     assert [f.kind for f in report.faults] == list(FAULTS), report.text

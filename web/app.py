@@ -35,6 +35,7 @@ from web.commands import (
     command_route,
 )
 from web.db import DbExecutor
+from web.fastlane import LANE, Lane
 from web.hub import LiveHub
 from web.metrics import HTTP_METRICS, HttpMetrics, metrics_middleware
 from web.phone import PHONE_CODES, PhoneCodes
@@ -369,6 +370,7 @@ def create_app(
     app[LIMITS] = Limits.from_settings(client, settings, clock)
     app[concerts.ROOM] = make_waiting_room(client, settings)
     app[concerts.TURN_ROOM] = TurnRoom(app[concerts.ROOM])
+    app[LANE] = Lane(app, concerts.LANES, settings.max_body_bytes, settings.client_timeout)
     app[shop.COUPON_GATE] = CouponGate(client, settings.redis_prefix)
     app[shop.GATE_READS] = {}
     app[shop.BEST_SELLERS] = BestSellerCache(client, settings.redis_prefix)

@@ -234,17 +234,23 @@ async def access_claims(request: web.Request, *, allow_query: bool = False) -> d
     if cached is not None:
         return cached
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
     if not header and allow_query and request.query.get("access_token"):
-        scheme, token = "bearer", request.query["access_token"]
-    elif not header:
+        header = f"Bearer {request.query['access_token']}"
+    claims = await bearer_claims(request.app[TOKENS], header)
+    request[_CLAIMS] = claims
+    return claims
+
+
+async def bearer_claims(tokens: Tokens, header: str) -> dict:
+    """The verified claims of an ``Authorization`` header's access token (``""``: none
+    was sent): 401 ``UNAUTHORIZED`` without one, ``INVALID_TOKEN`` for a bad one."""
+    if not header:
         raise DomainError("UNAUTHORIZED", "an Authorization: Bearer token is required")
+    scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise DomainError("INVALID_TOKEN", "the Authorization header must be 'Bearer <token>'")
-    tokens = request.app[TOKENS]
     claims = tokens.decode(token.strip(), "access")
     await tokens.check_session(claims)
-    request[_CLAIMS] = claims
     return claims
 
 

@@ -264,9 +264,8 @@ class Progress:
 
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the HTTP API on ``$PORT``."""
-    from aiohttp import web
-
     from db.connection import connect_database
+    from web import fastlane
     from web.app import create_app, redis_client, server_options
     from web.listener import BACKLOG, PortInUse, listen, url_of
     from workers.bootstrap import calm_garbage_collector
@@ -287,8 +286,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     log.info("serving on %s once started", url_of(sock), extra={"url": url_of(sock)})
     calm_garbage_collector()
-    web.run_app(app, sock=sock, backlog=BACKLOG, access_log=None, print=None,
-                handle_signals=True, loop=event_loop(), **server_options(settings))
+    fastlane.run(app, sock, backlog=BACKLOG, loop=event_loop(), **server_options(settings))
     return 0
 
 

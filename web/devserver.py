@@ -15,7 +15,6 @@ import dramatiq
 import fakeredis
 import redis
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from db.migrate import migrate
 from db.settings import Settings
@@ -23,6 +22,7 @@ from jobs.demo import load_demo_data
 from jobs.users import hash_password
 from scheduler.bridge import DramatiqScheduler
 from scheduler.schedule import schedule_table
+from web import fastlane
 from web.app import create_app, redis_client, server_options
 from web.listener import BACKLOG, PortInUse, listen, url_of
 from workers import bootstrap
@@ -83,8 +83,7 @@ def _serve(settings: Settings, sock: socket.socket, worker_threads: int) -> int:
     if demo["users"]:
         print(f"demo data loaded; log in as {' or '.join(demo['users'])}", flush=True)
     try:
-        web.run_app(app, sock=sock, backlog=BACKLOG, access_log=None, print=None,
-                    **server_options(settings))
+        fastlane.run(app, sock, backlog=BACKLOG, **server_options(settings))
     finally:
         stop.set()
         ticker.join(timeout=5)

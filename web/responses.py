@@ -67,9 +67,6 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         refuse_unstorable(request)
         return await handler(request)
-    except DomainError as e:
-        headers = {"Retry-After": str(e.retry_after)} if getattr(e, "retry_after", None) else None
-        return error_response(e.status, e.code, e.message, fields=e.fields, headers=headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -82,13 +79,26 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except ConnectionResetError:
         log.info("client left mid-request", extra={"path": request.path})
         return error_response(400, "INVALID_REQUEST", "the request ended early")
-    except (*TRANSIENT_ERRORS, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        log.warning("dependency unavailable", exc_info=True, extra={"path": request.path})
+    except Exception as e:
+        return failure_response(e, request.path)
+
+
+def failure_response(error: Exception, path: str) -> web.Response:
+    """The answer to a handler's exception: a domain error's own status and code, 503
+    while a dependency is away, else 500 (logged with its stack; the client learns
+    nothing of it)."""
+    if isinstance(error, DomainError):
+        retry_after = getattr(error, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return error_response(error.status, error.code, error.message, fields=error.fields,
+                              headers=headers)
+    if isinstance(error, (*TRANSIENT_ERRORS, redis.exceptions.ConnectionError,
+                          redis.exceptions.TimeoutError)):
+        log.warning("dependency unavailable", exc_info=error, extra={"path": path})
         return error_response(503, "UNAVAILABLE", "a dependency is unavailable; retry later",
                               headers={"Retry-After": "1"})
-    except Exception:
-        log.exception("request failed", extra={"path": request.path})
-        return error_response(500, "INTERNAL_ERROR", "internal error")
+    log.error("request failed", exc_info=error, extra={"path": path})
+    return error_response(500, "INTERNAL_ERROR", "internal error")
 
 
 def _failure(error: BaseException | None) -> str:

@@ -12,10 +12,12 @@ from aiohttp import web
 from jobs import concerts
 from jobs.clock import iso, utcnow
 from jobs.errors import DomainError, InvalidRequest
-from web.auth import TOKENS, require_admin, require_user
+from web.auth import TOKENS, Tokens, bearer_claims, require_admin, require_user
 from web.commands import DB
+from web.fastlane import Answer, LaneRoute
 from web.responses import json_response
 from web.routing import Route
+from web.schema import decode_body
 from web.shapes import Int, Items, Page, Text
 from web.validation import PAGING, page_params, path_id
 from workers.waiting_room import TurnRoom, WaitingRoom
@@ -104,12 +106,16 @@ def strict_day(value: str) -> date | None:
 
 
 def _queue_claims(request: web.Request, user_id: int) -> dict:
-    token = request.headers.get("Queue-Token", "")
+    return queue_claims(request.app[TOKENS], request.headers.get("Queue-Token", ""), user_id)
+
+
+def queue_claims(tokens: Tokens, token: str, user_id: int) -> dict:
+    """The verified claims of ``user_id``'s ``Queue-Token`` header (``""``: none was sent)."""
     if not token:
         raise DomainError("QUEUE_TOKEN_INVALID", "a Queue-Token header is required",
                           status=401)
     try:
-        claims = request.app[TOKENS].decode(token, "queue")
+        claims = tokens.decode(token, "queue")
     except DomainError as e:
         if e.code == "TOKEN_EXPIRED":
             raise DomainError("QUEUE_TOKEN_EXPIRED", "the queue token has expired",
@@ -138,31 +144,53 @@ async def require_active(request: web.Request, concert_id: int | None) -> tuple[
 
 async def take_token(request: web.Request, body: Join) -> web.Response:
     """``POST /queue/tokens``: 201 with a new place in line, 200 with the one already held."""
-    user_id = await require_user(request)
-    room = request.app[TURN_ROOM]
-    token = request.app[TOKENS].issue_queue_token(user_id, body.concert_id)
-    # One script call: a concert that already has a line exists; only a new one costs
-    # a database read (and a second call).
-    place = await room.join(body.concert_id, user_id, token, utcnow(), known=False)
-    if place is None:
-        await request.app[DB](concerts.require_concert, body.concert_id)
-        place = await room.join(body.concert_id, user_id, token, utcnow())
-    return json_response({"token": place.token, "status": place.status,
-                          "position": place.position, "active_until": iso(place.active_until)},
-                         201 if place.created else 200)
+    return json_response(*await take_place(request.app, await require_user(request), body))
 
 
 async def my_place(request: web.Request) -> web.Response:
     """``GET /queue/tokens/me``: status, position and estimated wait (changes no one's place)."""
     user_id = await require_user(request)
-    claims = _queue_claims(request, user_id)
-    place = await request.app[TURN_ROOM].status(claims["cid"], user_id, claims["token"],
-                                                utcnow(), touch=True)
+    return json_response(await place_of(request.app, user_id,
+                                        request.headers.get("Queue-Token", "")))
+
+
+async def take_place(app: web.Application, user_id: int, body: Join) -> tuple[dict, int]:
+    """A new place in ``body``'s line (201) or the one ``user_id`` already holds (200)."""
+    room = app[TURN_ROOM]
+    token = app[TOKENS].issue_queue_token(user_id, body.concert_id)
+    # One script call: a concert that already has a line exists; only a new one costs
+    # a database read (and a second call).
+    place = await room.join(body.concert_id, user_id, token, utcnow(), known=False)
+    if place is None:
+        await app[DB](concerts.require_concert, body.concert_id)
+        place = await room.join(body.concert_id, user_id, token, utcnow())
+    return ({"token": place.token, "status": place.status, "position": place.position,
+             "active_until": iso(place.active_until)}, 201 if place.created else 200)
+
+
+async def place_of(app: web.Application, user_id: int, queue_token: str) -> dict:
+    """Where ``user_id``'s queue token stands; a poll keeps its place (``touch``)."""
+    claims = queue_claims(app[TOKENS], queue_token, user_id)
+    place = await app[TURN_ROOM].status(claims["cid"], user_id, claims["token"], utcnow(),
+                                        touch=True)
     if place.status == "EXPIRED":
         raise DomainError("QUEUE_TOKEN_EXPIRED", "the queue token has expired", status=410)
-    return json_response({"status": place.status, "position": place.position,
-                          "estimated_wait_seconds": request.app[ROOM].estimated_wait(place),
-                          "active_until": iso(place.active_until)})
+    return {"status": place.status, "position": place.position,
+            "estimated_wait_seconds": app[ROOM].estimated_wait(place),
+            "active_until": iso(place.active_until)}
+
+
+async def poll_lane(app: web.Application, headers: dict[str, str], body: bytes) -> Answer:
+    """``GET /queue/tokens/me`` in the fast lane (``web.fastlane``)."""
+    claims = await bearer_claims(app[TOKENS], headers.get("authorization", ""))
+    return 200, await place_of(app, int(claims["sub"]), headers.get("queue-token", ""))
+
+
+async def join_lane(app: web.Application, headers: dict[str, str], body: bytes) -> Answer:
+    """``POST /queue/tokens`` in the fast lane: authenticated before the body is read."""
+    claims = await bearer_claims(app[TOKENS], headers.get("authorization", ""))
+    place, status = await take_place(app, int(claims["sub"]), decode_body(body, Join))
+    return status, place
 
 
 async def list_concerts(request: web.Request) -> web.Response:
@@ -233,3 +261,5 @@ ROUTES = [
     Route("POST", "/admin/concerts", create_concert, "Add a concert (admin)", body=NewConcert,
           status=201, errors=("INVALID_PERMISSION",), auth="admin"),
 ]
+LANES = [LaneRoute("GET", "/queue/tokens/me", poll_lane),
+         LaneRoute("POST", "/queue/tokens", join_lane)]  # (web.fastlane)
