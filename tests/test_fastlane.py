@@ -9,8 +9,10 @@ sends; and what the lane does not take reaches aiohttp whole.
 from __future__ import annotations
 
 import gc
+import gzip
 import json
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -122,6 +124,8 @@ def cases(people: dict) -> list[tuple[str, bytes]]:
         ("join, not JSON", request("POST", JOIN, auth, b"{")),
         ("join, an empty body", request("POST", JOIN, auth)),
         ("join, no credentials", request("POST", JOIN, {}, body)),
+        ("poll, spaces after the queue token", request("GET", POLL, auth | {
+            "Queue-Token": people["queue"] + " \t"})),
     ]
 
 
@@ -207,6 +211,18 @@ def test_what_the_lane_does_not_take_reaches_aiohttp_whole(lane_stack, lane, peo
                             + f"Queue-Token: {people['queue']}\r\n".encode()
                             + b"Content-Length: 2\r\n\r\n{}", 200),
         "not HTTP": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\r\n\r\n", 400),
+        "an upgrade": (b"GET /api/v1/queue/tokens/me HTTP/1.1\r\nHost: x\r\n" + auth
+                       + f"Queue-Token: {people['queue']}\r\n".encode()
+                       + b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n", 200),
+        "no Host": (b"GET /api/v1/queue/tokens/me HTTP/1.1\r\n" + auth
+                    + f"Queue-Token: {people['queue']}\r\n\r\n".encode(), 400),
+        "a compressed body": (b"POST /api/v1/queue/tokens HTTP/1.1\r\nHost: x\r\n" + auth
+                              + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                              % len(gzip.compress(body)) + gzip.compress(body), 200),
+        "a header of an unusual kind": (
+            b"GET /api/v1/queue/tokens/me HTTP/1.1\r\nHost: x\r\n" + auth
+            + f"Queue-Token: {people['queue']}\r\n".encode() + b"Sec-WebSocket-Key1: 1\r\n\r\n",
+            400),
     }
     for name, (raw, status) in odd.items():
         answered = lane.answered
@@ -254,3 +270,23 @@ def test_taking_a_request_leaves_nothing_for_the_cyclic_collector():
         assert gc.collect() < 100
     finally:
         gc.enable()
+
+
+def test_a_client_that_pipelines_without_reading_is_not_read_past_a_bound(lane_stack, lane,
+                                                                         people):
+    # Given a client that pipelines 3,000 polls (about 2 MB) and reads nothing for a while
+    poll = request("GET", POLL, {"Authorization": f"Bearer {people['user']}",
+                                 "Queue-Token": people["queue"]})
+    conn = Conn(lane_stack.port)
+    conn.sock.settimeout(30)
+    writer = threading.Thread(target=conn.sock.sendall, args=(poll * 3000,), daemon=True)
+    writer.start()
+    time.sleep(1.0)
+    # Then the lane holds no more than its bound (64 KiB) and one read of it unanswered
+    held = max((len(c.buffer) for c in list(lane.connections)), default=0)
+    assert held <= 64 * 1024 + 256 * 1024, held
+    # ... and once the client reads, every poll is answered, in order, on that connection
+    statuses = [conn.response()[0] for _ in range(3000)]
+    writer.join(10)
+    assert statuses == [200] * 3000
+    conn.close()

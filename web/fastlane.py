@@ -13,16 +13,19 @@ What the lane takes, at the start of a connection's unanswered bytes:
 - a request that arrived whole: its head and its ``Content-Length`` body are in the bytes
   at hand (a client that sends a request in pieces is a slow one: aiohttp times it);
 - a head of at most 8,190 bytes that httptools (llhttp, the parser aiohttp itself is
-  built on) parses without complaint, with ASCII values, no header twice, and no
-  ``Transfer-Encoding``, ``Expect`` or ``Upgrade``; a body no larger than
-  ``max_body_bytes``, and none on a ``GET``.
+  built on) parses without complaint, with a ``Host``, at most 64 headers, each once,
+  in ASCII, and each of the ordinary kinds browsers, HTTP libraries and proxies send
+  (``_ORDINARY``: no ``Transfer-Encoding``, ``Content-Encoding``, ``Expect``,
+  ``Upgrade``...); a body no larger than ``max_body_bytes``, and none on a ``GET``.
 
 Anything else hands the connection to aiohttp, with the bytes not yet answered, for
 good: aiohttp answers them as it always did (its limits, its errors, its timeouts).
-A connection answers its requests in order, one at a time. The lane's answers are the
-routes' own: the same handlers' code (``web.views.concerts``), the same error shapes
-(``web.responses.failure_response``), the same headers aiohttp writes, counted in the
-same HTTP metrics.
+A connection's requests are answered in order, one at a time; past 64 KiB unanswered,
+or while the client does not read its answers, the connection is not read; idle for
+``CLIENT_TIMEOUT`` it is closed, as aiohttp's keep-alive timeout does. The lane's
+answers are the routes' own: the same handlers' code (``web.views.concerts``), the same
+error shapes (``web.responses.failure_response``), the same headers aiohttp writes,
+counted in the same HTTP metrics.
 """
 
 from __future__ import annotations
@@ -39,22 +42,31 @@ from http import HTTPStatus
 from typing import Any
 
 import httptools
-import msgspec
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp.tcp_helpers import tcp_nodelay
+from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
 
 from web.metrics import HTTP_METRICS
-from web.responses import failure_response
+from web.responses import encode_json, failure_response
 from web.routing import API
 
 Answer = tuple[int, Any]  # (status, a JSON body)
 Handler = Callable[[web.Application, dict[str, str], bytes], Awaitable[Answer]]
 
-_HANDED_OVER_HEADERS = frozenset({"transfer-encoding", "expect", "upgrade"})
+# The headers a request the lane answers may carry: what browsers, HTTP libraries and
+# proxies send with an API call. Any other (``Transfer-Encoding``, ``Content-Encoding``,
+# ``Expect``, ``Upgrade``, a WebSocket's...) is aiohttp's to judge.
+_ORDINARY = frozenset({
+    "host", "authorization", "queue-token", "content-type", "content-length",
+    "connection", "keep-alive", "user-agent", "accept", "accept-encoding",
+    "accept-language", "accept-charset", "cache-control", "pragma", "origin", "referer",
+    "cookie", "dnt", "priority", "x-request-id", "x-forwarded-for", "x-forwarded-proto",
+    "x-forwarded-host", "x-real-ip", "forwarded", "via", "traceparent", "tracestate",
+})
+_ORDINARY_PREFIXES = ("sec-fetch-", "sec-ch-")
+_MAX_HEADERS = 64  # (aiohttp refuses more than 128)
 _HEAD_LIMIT = 8190  # a longer head is aiohttp's to judge (its line limit)
-_BUFFERED = 64 * 1024  # a connection's unanswered bytes past which it stops being read
-_encode = msgspec.json.Encoder().encode
+_BUFFERED = 64 * 1024  # unanswered bytes past which a connection is not read
 
 
 @dataclass(frozen=True)
@@ -100,9 +112,10 @@ class _Head:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("ascii", "replace").lower()
-        if key in self.headers or key in _HANDED_OVER_HEADERS or not value.isascii():
+        if key in self.headers or not value.isascii() or len(self.headers) >= _MAX_HEADERS \
+                or not (key in _ORDINARY or key.startswith(_ORDINARY_PREFIXES)):
             self.usual = False
-        self.headers[key] = value.decode("ascii", "replace")
+        self.headers[key] = value.decode("ascii", "replace").rstrip(" \t")  # (as aiohttp)
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -123,34 +136,33 @@ class Lane:
         self.answered = 0  # requests the lane answered
         self.handed_over = 0  # connections it handed to aiohttp
         self._date_at, self._date = 0, b""
-        self._sweeper: asyncio.TimerHandle | None = None
 
-    def take(self, data: bytes) -> tuple[Request, int] | None:
+    def take(self, data: bytes | bytearray) -> tuple[Request, int] | None:
         """The request at the start of ``data`` and its length in bytes, if the lane
         takes it (see the module's docstring); else None."""
         end = data.find(b"\r\n\r\n", 0, _HEAD_LIMIT)
         if end < 0:
             return None
-        route = self.routes.get(data[:data.find(b"\r\n") + 2])
+        route = self.routes.get(bytes(data[:data.find(b"\r\n") + 2]))
         if route is None:
             return None
         head = _Head()
         parser = head.parser
         size = end + 4
         try:
-            parser.feed_data(data[:size])
-            if not head.usual:
+            parser.feed_data(bytes(data[:size]))
+            if not head.usual or "host" not in head.headers:
                 return None
             length = head.headers.get("content-length", "0")
             if not length.isdigit() or int(length) > self.max_body \
                     or (length != "0" and route.method == "GET"):
                 return None
-            body = data[size:size + int(length)]
+            body = bytes(data[size:size + int(length)])
             if len(body) < int(length):
                 return None
             if body:
                 parser.feed_data(body)
-        except httptools.HttpParserError:  # (an upgrade too: its error is a subclass)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return None
         finally:
             head.parser = None  # (head and parser refer to each other: left to the cyclic
@@ -165,7 +177,7 @@ class Lane:
         route = request.route
         try:
             status, data = await route.handler(self.app, request.headers, request.body)
-            body, extra = _encode(data), b""
+            body, extra = encode_json(data), b""
         except Exception as e:  # (answered as the error middleware would)
             response = failure_response(e, route.url)
             status, body = response.status, response.body
@@ -190,20 +202,8 @@ class Lane:
                           f"Server: {SERVER_SOFTWARE}\r\n").encode()
         return self._date
 
-    def sweep(self) -> None:
-        """Close connections idle for ``idle_timeout`` seconds (aiohttp's keep-alive
-        timeout); runs every half of it while the lane serves."""
-        loop = asyncio.get_running_loop()
-        quiet_since = loop.time() - self.idle_timeout
-        for connection in list(self.connections):
-            if not connection.busy and connection.last < quiet_since:
-                connection.close()
-        self._sweeper = loop.call_later(self.idle_timeout / 2, self.sweep)
-
     def close(self) -> None:
-        """Stop sweeping; close every connection once its answer in hand is written."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        """Close every connection once its answer in hand is written."""
         for connection in list(self.connections):
             connection.close()
 
@@ -215,7 +215,7 @@ class LaneProtocol(asyncio.Protocol):
     def __init__(self, lane: Lane, server: web.Server) -> None:
         self.lane, self.server = lane, server
         self.transport: asyncio.Transport | None = None
-        self.buffer = b""
+        self.buffer = bytearray()  # what came and is not answered yet
         self.busy = False  # an answer is being made: the next request waits
         self.closing = False  # close once the answer in hand is written
         self.eof = False  # the client sent all it will: answer what came, then close
@@ -223,27 +223,32 @@ class LaneProtocol(asyncio.Protocol):
         self.reading = True
         self.task: asyncio.Task | None = None  # the answer being made
         self.last = 0.0  # when the connection last finished something (the idle clock)
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """A new connection starts in the lane."""
+        """A new connection starts in the lane (TCP options as aiohttp's own)."""
         self.transport = transport  # type: ignore[assignment]
-        tcp_nodelay(transport, True)  # type: ignore[arg-type]  (as aiohttp's own)
+        tcp_nodelay(transport, True)  # type: ignore[arg-type]
+        tcp_keepalive(transport)  # type: ignore[arg-type]
         self.lane.connections.add(self)
-        self.last = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self.last = loop.time()
+        self.timer = loop.call_at(self.last + self.lane.idle_timeout, self._idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection is gone: an answer in hand is dropped."""
         self.lane.connections.discard(self)
         self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         """Answer what came, in order; past 64 KiB unanswered, stop reading."""
-        self.buffer = self.buffer + data if self.buffer else data
+        self.buffer += data
         if not self.busy:
             self._next()
-        elif len(self.buffer) > _BUFFERED and self.reading and self.transport is not None:
-            self.transport.pause_reading()
-            self.reading = False
+        if len(self.buffer) > _BUFFERED:
+            self._reading(False)
 
     def eof_received(self) -> bool:
         """The client sent all it will: answer what came (the transport stays open for
@@ -252,14 +257,14 @@ class LaneProtocol(asyncio.Protocol):
         return self.busy or bool(self.buffer)
 
     def pause_writing(self) -> None:
-        """The client reads too slowly: take no new request."""
+        """The client reads too slowly: take no new request, and read no more."""
         self.paused = True
+        self._reading(False)
 
     def resume_writing(self) -> None:
         """The client caught up: go on."""
         self.paused = False
-        if not self.busy:
-            self._next()
+        self._next()
 
     def close(self) -> None:
         """Close now, or once the answer in hand is written."""
@@ -267,42 +272,77 @@ class LaneProtocol(asyncio.Protocol):
         if not self.busy and self.transport is not None:
             self.transport.close()
 
+    def _idle(self) -> None:
+        """aiohttp's keep-alive timeout: close a connection that has had nothing to do
+        for ``idle_timeout`` seconds (one timer a connection, moved on as it works)."""
+        self.timer = None
+        if self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        due = self.last + self.lane.idle_timeout
+        if self.busy or self.paused or self.buffer:
+            due = loop.time() + self.lane.idle_timeout
+        elif loop.time() >= due:
+            self.transport.close()
+            return
+        self.timer = loop.call_at(due, self._idle)
+
+    def _reading(self, on: bool) -> None:
+        if on != self.reading and self.transport is not None:
+            self.reading = on
+            if on:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
     def _next(self) -> None:
         """Start answering the next whole request, or hand the connection over."""
-        if self.transport is None or self.paused or not self.buffer:
+        if self.transport is None or self.busy or self.paused:
+            return
+        if not self.buffer:
+            if self.eof:
+                self.transport.close()
+            else:
+                self._reading(True)
             return
         taken = self.lane.take(self.buffer)
         if taken is None:
             self._hand_over()
             return
         request, size = taken
-        self.buffer = self.buffer[size:]
+        del self.buffer[:size]
         self.busy = True
+        if len(self.buffer) <= _BUFFERED:
+            self._reading(True)
         self.task = asyncio.get_running_loop().create_task(self._answer(request))
 
     async def _answer(self, request: Request) -> None:
-        response = await self.lane.answer(request)
+        try:
+            response = await self.lane.answer(request)
+        except BaseException:  # (it answers every handler's error: a bug, or a shutdown)
+            if self.transport is not None:
+                self.transport.close()
+            raise
         transport = self.transport
         if transport is None:  # the client left
             return
         transport.write(response)
         self.busy = False
         self.last = asyncio.get_running_loop().time()
-        if self.closing or not request.keep_alive or (self.eof and not self.buffer):
+        if self.closing or not request.keep_alive:
             transport.close()
             return
-        if not self.reading:
-            transport.resume_reading()
-            self.reading = True
         self._next()
 
     def _hand_over(self) -> None:
         """aiohttp takes the connection from here, with the bytes not yet answered."""
-        transport, data = self.transport, self.buffer
+        transport, data = self.transport, bytes(self.buffer)
         assert transport is not None
         self.lane.connections.discard(self)
         self.lane.handed_over += 1
-        self.transport, self.buffer = None, b""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport, self.buffer = None, bytearray()
         handler = self.server()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -330,7 +370,6 @@ class LaneSite(web.SockSite):
         lane, server = self._runner.app[LANE], self._runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
-        lane.sweep()
         self._server = await loop.create_server(lambda: LaneProtocol(lane, server),
                                                 sock=self._sock, backlog=self._backlog)
 

@@ -35,13 +35,18 @@ def dumps(data: Any) -> str:
 _encode = msgspec.json.Encoder().encode
 
 
-def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
-    """A JSON response (UTF-8; a text msgspec cannot encode, such as a lone surrogate
+def encode_json(data: Any) -> bytes:
+    """``data`` as UTF-8 JSON (a text msgspec cannot encode, such as a lone surrogate
     that came in with a header, is escaped by the standard library instead)."""
     try:
-        body = _encode(data)
+        return _encode(data)
     except (msgspec.EncodeError, UnicodeEncodeError, TypeError):
-        body = dumps(data).encode()
+        return dumps(data).encode()
+
+
+def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    """A JSON response (``encode_json``)."""
+    body = encode_json(data)
     return web.Response(body=body, status=status, headers=headers,
                         content_type="application/json", charset="utf-8")
 
