@@ -20,8 +20,9 @@ What the lane takes, at the start of a connection's unanswered bytes:
 
 Anything else hands the connection to aiohttp, with the bytes not yet answered, for
 good: aiohttp answers them as it always did (its limits, its errors, its timeouts).
-A connection's requests are answered in order, one at a time; past 64 KiB unanswered,
-or while the client does not read its answers, the connection is not read; idle for
+A connection's requests are answered in order, one at a time; once more than 64 KiB
+is unanswered (so at most that and one read, up to 256 KiB), or while the client does
+not read its answers, the connection is not read; idle for
 ``CLIENT_TIMEOUT`` it is closed, as aiohttp's keep-alive timeout does. The lane's
 answers are the routes' own: the same handlers' code (``web.views.concerts``), the same
 error shapes (``web.responses.failure_response``), the same headers aiohttp writes,
@@ -243,7 +244,7 @@ class LaneProtocol(asyncio.Protocol):
             self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
-        """Answer what came, in order; past 64 KiB unanswered, stop reading."""
+        """Answer what came, in order; past 64 KiB unanswered, read no more."""
         self.buffer += data
         if not self.busy:
             self._next()
