@@ -258,7 +258,7 @@ def test_taking_a_request_leaves_nothing_for_the_cyclic_collector():
     # Given the lane's parsing of a request (its head and parser once referred to each
     # other: the young-generation passes that collected such pairs took 15-33 ms, the
     # waiting room's p99 at 64 connections went from 5 to 20 ms)
-    lane = Lane(None, concerts.LANES, 65536, 10)  # type: ignore[arg-type]
+    lane = Lane(None, concerts.ROUTES, 65536, 10)  # type: ignore[arg-type]
     raw = request("POST", JOIN, {"Authorization": "Bearer x"}, b'{"concert_id": 1}')
     gc.collect()
     gc.disable()

@@ -370,12 +370,12 @@ def create_app(
     app[LIMITS] = Limits.from_settings(client, settings, clock)
     app[concerts.ROOM] = make_waiting_room(client, settings)
     app[concerts.TURN_ROOM] = TurnRoom(app[concerts.ROOM])
-    app[LANE] = Lane(app, concerts.LANES, settings.max_body_bytes, settings.client_timeout)
     app[shop.COUPON_GATE] = CouponGate(client, settings.redis_prefix)
     app[shop.GATE_READS] = {}
     app[shop.BEST_SELLERS] = BestSellerCache(client, settings.redis_prefix)
     routes = app_routes()
     add_routes(app, routes)
+    app[LANE] = Lane(app, routes, settings.max_body_bytes, settings.client_timeout)
     app[OPENAPI] = openapi.build(routes)
     app[pages.REFERENCE] = pages.ApiReference(app[OPENAPI])
 

@@ -254,6 +254,11 @@ async def bearer_claims(tokens: Tokens, header: str) -> dict:
     return claims
 
 
+async def bearer_user(tokens: Tokens, header: str) -> int:
+    """The user of an ``Authorization`` header (``bearer_claims``)."""
+    return int((await bearer_claims(tokens, header))["sub"])
+
+
 async def require_stream_user(request: web.Request) -> int:
     """The user of an event stream: Bearer header or ``?access_token=``."""
     return int((await access_claims(request, allow_query=True))["sub"])

@@ -24,7 +24,8 @@ A connection's requests are answered in order, one at a time; once more than 64 
 is unanswered (so at most that and one read, up to 256 KiB), or while the client does
 not read its answers, the connection is not read; idle for
 ``CLIENT_TIMEOUT`` it is closed, as aiohttp's keep-alive timeout does. The lane's
-answers are the routes' own: the same handlers' code (``web.views.concerts``), the same
+answers are the routes' own (a ``Route`` names its ``lane`` handler beside its aiohttp
+one): the same handlers' code (``web.views.concerts``), the same
 error shapes (``web.responses.failure_response``), the same headers aiohttp writes,
 counted in the same HTTP metrics.
 """
@@ -49,7 +50,7 @@ from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
 
 from web.metrics import HTTP_METRICS
 from web.responses import encode_json, failure_response
-from web.routing import API
+from web.routing import API, Route
 
 Answer = tuple[int, Any]  # (status, a JSON body)
 Handler = Callable[[web.Application, dict[str, str], bytes], Awaitable[Answer]]
@@ -127,10 +128,13 @@ class _Head:
 class Lane:
     """The lane of one web process: its routes, its connections, its clock for ``Date``."""
 
-    def __init__(self, app: web.Application, routes: list[LaneRoute], max_body: int,
+    def __init__(self, app: web.Application, routes: list[Route], max_body: int,
                  idle_timeout: float) -> None:
+        """The lane for those of ``routes`` that declare a ``lane`` handler."""
         self.app = app
-        self.routes = {route.request_line: route for route in routes}
+        lanes = [LaneRoute(r.method, r.path, r.lane) for r in routes if r.lane is not None]
+        assert not any(r.root for r in routes if r.lane is not None), "a lane is under /api/v1"
+        self.routes = {route.request_line: route for route in lanes}
         self.max_body = max_body
         self.idle_timeout = idle_timeout
         self.connections: set[LaneProtocol] = set()

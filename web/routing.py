@@ -18,6 +18,7 @@ from web.schema import decode_body, read_body
 
 API = "/api/v1"
 Handler = Callable[..., Awaitable[web.StreamResponse]]
+LaneHandler = Callable[..., Awaitable[tuple[int, Any]]]  # (web.fastlane)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Route:
     decodes: bool = True
     job_type: str | None = None
     door_errors: tuple[str, ...] = ()
+    lane: LaneHandler | None = None  # the same endpoint answered off the socket (web.fastlane)
     tag: str = ""  # the domain that declares it (set by ``web.app.domain_routes``)
 
     @property

@@ -12,9 +12,9 @@ from aiohttp import web
 from jobs import concerts
 from jobs.clock import iso, utcnow
 from jobs.errors import DomainError, InvalidRequest
-from web.auth import TOKENS, Tokens, bearer_claims, require_admin, require_user
+from web.auth import TOKENS, Tokens, bearer_user, require_admin, require_user
 from web.commands import DB
-from web.fastlane import Answer, LaneRoute
+from web.fastlane import Answer
 from web.responses import json_response
 from web.routing import Route
 from web.schema import decode_body
@@ -182,14 +182,14 @@ async def place_of(app: web.Application, user_id: int, queue_token: str) -> dict
 
 async def poll_lane(app: web.Application, headers: dict[str, str], body: bytes) -> Answer:
     """``GET /queue/tokens/me`` in the fast lane (``web.fastlane``)."""
-    claims = await bearer_claims(app[TOKENS], headers.get("authorization", ""))
-    return 200, await place_of(app, int(claims["sub"]), headers.get("queue-token", ""))
+    user_id = await bearer_user(app[TOKENS], headers.get("authorization", ""))
+    return 200, await place_of(app, user_id, headers.get("queue-token", ""))
 
 
 async def join_lane(app: web.Application, headers: dict[str, str], body: bytes) -> Answer:
     """``POST /queue/tokens`` in the fast lane: authenticated before the body is read."""
-    claims = await bearer_claims(app[TOKENS], headers.get("authorization", ""))
-    place, status = await take_place(app, int(claims["sub"]), decode_body(body, Join))
+    user_id = await bearer_user(app[TOKENS], headers.get("authorization", ""))
+    place, status = await take_place(app, user_id, decode_body(body, Join))
     return status, place
 
 
@@ -244,10 +244,11 @@ QUEUE_TOKEN = ("Queue-Token",)
 DOORS = {"concert.reserve": reserve_door, "concert.pay": pay_door}
 ROUTES = [
     Route("POST", "/queue/tokens", take_token, "Take a place in a concert's line",
-          body=Join, response=QueuePlace, status=201, errors=("CONCERT_NOT_FOUND",)),
+          body=Join, response=QueuePlace, status=201, errors=("CONCERT_NOT_FOUND",),
+          lane=join_lane),
     Route("GET", "/queue/tokens/me", my_place, "Where the caller's queue token stands",
           response=QueueStatus, headers=QUEUE_TOKEN,
-          errors=("QUEUE_TOKEN_INVALID", "QUEUE_TOKEN_EXPIRED")),
+          errors=("QUEUE_TOKEN_INVALID", "QUEUE_TOKEN_EXPIRED"), lane=poll_lane),
     Route("GET", "/concerts", list_concerts, "Concerts", response=Page[ConcertSummary],
           auth="none", query=PAGING),
     Route("GET", "/concerts/{concert_id}/dates", dates, "Dates with seats left",
@@ -261,5 +262,3 @@ ROUTES = [
     Route("POST", "/admin/concerts", create_concert, "Add a concert (admin)", body=NewConcert,
           status=201, errors=("INVALID_PERMISSION",), auth="admin"),
 ]
-LANES = [LaneRoute("GET", "/queue/tokens/me", poll_lane),
-         LaneRoute("POST", "/queue/tokens", join_lane)]  # (web.fastlane)
